@@ -1,0 +1,1 @@
+"""Make Celery's silent failures loud."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: real brokers, reachable or skipped (failed under CI)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+pytest_plugins = ("celery.contrib.pytest", "celery_heartbeat.testing")
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_broker(name: str, host: str, port: int) -> None:
+    """Skip with a reason when the broker is down, or fail when CI demands brokers."""
+    if _reachable(host, port):
+        return
+    reason = f"{name} is not reachable on {host}:{port}"
+    if os.environ.get("CELERY_HEARTBEAT_REQUIRE_BROKERS") == "1":
+        pytest.fail(f"{reason} and CELERY_HEARTBEAT_REQUIRE_BROKERS=1", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis broker URL (database 0..15 chosen by the PYTEST_REDIS_DB env var, default 1)."""
+    require_broker("Redis", REDIS_HOST, REDIS_PORT)
+    db = os.environ.get("PYTEST_REDIS_DB", "1")
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    """A RabbitMQ broker URL on the default vhost."""
+    require_broker("RabbitMQ", RABBITMQ_HOST, RABBITMQ_PORT)
+    return f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}//"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def real_broker_url(request: pytest.FixtureRequest) -> str:
+    """Each real broker in turn."""
+    fixture = "redis_url" if request.param == "redis" else "rabbitmq_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test (or concurrent test run) uses: isolates queues and broadcasts.
+
+    Use it for the Celery app's main name, its default queue and its
+    ``control_exchange`` so ``inspect`` broadcasts reach only this test's workers.
+    """
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def clean_env() -> Iterator[dict[str, str]]:
+    """A copy of the environment for subprocesses, with this checkout importable."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    yield env
