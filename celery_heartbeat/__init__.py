@@ -1,1 +1,19 @@
-"""Make Celery's silent failures loud."""
+"""Make Celery's silent failures loud: heartbeat pings from Celery's own signals.
+
+import celery_heartbeat
+celery_heartbeat.install(app)
+"""
+
+from celery_heartbeat._exceptions import ConfigurationError, HeartbeatError
+from celery_heartbeat._heartbeat import Heartbeat, install
+from celery_heartbeat._monitor import Monitor
+from celery_heartbeat._redact import redact
+
+__all__ = [
+    "ConfigurationError",
+    "Heartbeat",
+    "HeartbeatError",
+    "Monitor",
+    "install",
+    "redact",
+]

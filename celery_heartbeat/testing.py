@@ -345,8 +345,7 @@ class PingReceiver:
         if len(arrived) > 20:
             summary += f", ... ({len(arrived) - 20} more)"
         raise AssertionError(
-            f"expected {wanted} within {timeout}s, {len(found)} matched; "
-            f"{len(arrived)} arrived: [{summary}]"
+            f"expected {wanted} within {timeout}s, {len(found)} matched; {len(arrived)} arrived: [{summary}]"
         )
 
     # -- fault injection -----------------------------------------------------

@@ -1,0 +1,88 @@
+"""Per-process memory of runs: coalescing is decided when a run starts, finishes once.
+
+A run is one task id across its retries. Deciding at start means a run whose
+start ping went out always gets its finish ping; a failure is never coalesced
+away, and a success that follows a failure always goes out (so a monitor is
+never left "down" after the task recovered within the window).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+CAPACITY = 10_000
+
+
+@dataclass(frozen=True)
+class _Run:
+    url: str
+    admitted: bool
+    decided_at: float
+
+
+class RunBook:
+    def __init__(self, window: float, capacity: int = CAPACITY) -> None:
+        self.window = window
+        self.capacity = capacity
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._last_admitted: dict[str, float] = {}
+        self._last_failure: dict[str, float] = {}
+        self._failed_ids: OrderedDict[str, None] = OrderedDict()
+        self.coalesced = 0
+
+    def _admit(self, url: str, now: float) -> bool:
+        last = self._last_admitted.get(url)
+        if last is not None and now - last < self.window:
+            return False
+        self._last_admitted[url] = now
+        return True
+
+    def start(self, url: str, task_id: str, retries: int) -> bool:
+        """Decide whether this run pings.
+
+        A retry seen first in this process is admitted: its start may have gone out elsewhere.
+        """
+        now = time.monotonic()
+        with self._lock:
+            run = self._runs.get(task_id)
+            if run is not None:
+                return run.admitted
+            admitted = True if retries > 0 else self._admit(url, now)
+            self._runs[task_id] = _Run(url, admitted, now)
+            if len(self._runs) > self.capacity:
+                self._runs.popitem(last=False)
+            return admitted
+
+    def success(self, url: str, task_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            run = self._runs.pop(task_id, None)
+            if run is None:
+                return self._admit(url, now)
+            if run.admitted or self._last_failure.get(url, -1.0) >= run.decided_at:
+                return True
+            self.coalesced += 1
+            return False
+
+    def failure(self, url: str, task_id: str) -> bool:
+        """True once per run: Celery can fire task_failure twice for one hard time limit."""
+        with self._lock:
+            self._runs.pop(task_id, None)
+            if task_id in self._failed_ids:
+                return False
+            self._failed_ids[task_id] = None
+            if len(self._failed_ids) > self.capacity:
+                self._failed_ids.popitem(last=False)
+            self._last_failure[url] = time.monotonic()
+            self._last_admitted.pop(url, None)
+            return True
