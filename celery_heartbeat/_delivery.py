@@ -19,7 +19,8 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from celery_heartbeat._providers import WireRequest
@@ -86,8 +87,9 @@ def deliver(
 ) -> Outcome:
     """Send with retries; `deadline()` (a monotonic time or None) can shorten everything at shutdown."""
     started = time.monotonic()
-    backoff = wait_exponential_jitter(
-        initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
+    # Exponential backoff plus random jitter (spelled this way to work on tenacity 8 and 9 alike).
+    backoff = wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max) + wait_random(
+        0, policy.backoff_initial
     )
 
     def remaining() -> float | None:

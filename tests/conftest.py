@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from celery import Celery
 
 pytest_plugins = ("celery.contrib.pytest", "celery_heartbeat.testing")
 
@@ -73,3 +75,25 @@ def clean_env() -> Iterator[dict[str, str]]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     yield env
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Celery]]:
+    """Build isolated Celery apps (memory broker by default); uninstalls the library from them afterwards."""
+    apps: list[Celery] = []
+
+    def factory(main: str = "", broker: str = "memory://", backend: str | None = None, **conf: Any) -> Celery:
+        app = Celery(main or f"a{uuid.uuid4().hex[:8]}", broker=broker, backend=backend, set_as_current=False)
+        if broker.startswith("memory://"):
+            app.conf.broker_transport_options = {"polling_interval": 0.01}
+        app.conf.update(conf)
+        apps.append(app)
+        return app
+
+    yield factory
+    from celery_heartbeat._heartbeat import installed
+
+    for app in apps:
+        handle = installed(app)
+        if handle is not None:
+            handle.uninstall()
