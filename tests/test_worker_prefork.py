@@ -1,0 +1,164 @@
+"""The whole story on a real `celery worker --pool=prefork` subprocess, over Redis and over RabbitMQ.
+
+Success and failure pings come from the pool's children; a hard time limit's
+failure and a terminated revoke's failure come from the parent process, where
+Celery fires task_failure / task_revoked without a task request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from celery_heartbeat.testing import PingReceiver
+
+pytestmark = pytest.mark.slow
+
+APP_MODULE = """
+import os
+import time
+
+from celery import Celery
+
+import celery_heartbeat
+
+rx = os.environ["RECEIVER"]
+app = Celery("story", broker=os.environ["BROKER"])
+app.conf.task_default_queue = os.environ["QUEUE"]
+app.conf.control_exchange = os.environ["QUEUE"]
+app.conf.broker_connection_retry_on_startup = True
+app.conf.heartbeat_urls = {
+    "story.ok": rx + "/ok",
+    "story.fail": {"url": rx + "/fail", "provider": "healthchecks"},
+    "story.slow": {"url": rx + "/slow", "provider": "healthchecks"},
+    "story.long": {"url": rx + "/long", "provider": "healthchecks", "start": True},
+    "story.typo_in_name": rx + "/typo",
+}
+
+
+@app.task(name="story.ok")
+def ok(x):
+    return x + 1
+
+
+@app.task(name="story.fail")
+def fail():
+    raise ValueError("nope")
+
+
+@app.task(name="story.slow", time_limit=1)
+def slow():
+    time.sleep(30)
+
+
+@app.task(name="story.long")
+def long():
+    time.sleep(30)
+
+
+celery_heartbeat.install(app, coalesce_seconds=0, timeout=2)
+"""
+
+
+@pytest.fixture
+def prefork_worker(
+    real_broker_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str], heartbeat_receiver: PingReceiver
+) -> Iterator[tuple[Celery, Path]]:
+    (tmp_path / "storyapp.py").write_text(textwrap.dedent(APP_MODULE))
+    env = dict(clean_env)
+    env.update(
+        BROKER=real_broker_url,
+        QUEUE=unique_name,
+        RECEIVER=heartbeat_receiver.base_url,
+        PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]),
+    )
+    log = tmp_path / "worker.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "storyapp", "worker", "--pool=prefork", "-c", "2"]
+    cmd += ["--loglevel=INFO", "--without-mingle", "--without-gossip", f"--hostname={unique_name}@%h"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    client = Celery("client", broker=real_broker_url, set_as_current=False)
+    client.conf.task_default_queue = unique_name
+    client.conf.control_exchange = unique_name
+    try:
+        deadline = time.monotonic() + 30
+        while b" ready." not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield client, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        client.close()
+
+
+def test_prefork_worker_sends_success_and_failure_pings(
+    prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver
+) -> None:
+    """Children ping success once per run and failure once, with the task id as run id, on both brokers."""
+    client, _log = prefork_worker
+    rx = heartbeat_receiver
+    ok_ids = [client.send_task("story.ok", (i,)).id for i in range(3)]
+    fail_id = client.send_task("story.fail").id
+    rx.wait_for(3, name="ok", timeout=20)
+    (failure,) = rx.wait_for(1, name="fail", timeout=20)
+    assert ("POST", "/fail/fail", b"ValueError", fail_id) == (
+        failure.method,
+        failure.path,
+        failure.body,
+        failure.query["rid"],
+    )
+    time.sleep(0.3)
+    assert 3 == len(rx.pings_for("ok"))
+    assert 3 == len(ok_ids)
+    assert 1 == len(rx.pings_for("fail"))
+
+
+def test_hard_time_limit_sends_one_failure_ping_from_the_parent(
+    prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver
+) -> None:
+    """A task killed by its hard time limit gets exactly one failure ping, even where Celery fires the signal twice."""
+    client, _log = prefork_worker
+    task_id = client.send_task("story.slow").id
+    (failure,) = heartbeat_receiver.wait_for(1, name="slow", timeout=20)
+    assert ("/slow/fail", b"TimeLimitExceeded", task_id) == (failure.path, failure.body, failure.query["rid"])
+    time.sleep(1.0)
+    assert 1 == len(heartbeat_receiver.pings_for("slow"))
+
+
+def test_terminated_revoke_is_a_failure(prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver) -> None:
+    """Revoking a running task with terminate=True sends its start, then one failure ping for the same run."""
+    client, _log = prefork_worker
+    task_id = client.send_task("story.long").id
+    (start,) = heartbeat_receiver.wait_for(1, name="long", timeout=20)
+    assert ("/long/start", task_id) == (start.path, start.query["rid"])
+    time.sleep(0.3)  # the child is inside the task body now
+    client.control.revoke(task_id, terminate=True)
+    pings = heartbeat_receiver.wait_for(2, name="long", timeout=20)
+    assert [("/long/start", task_id), ("/long/fail", task_id)] == [(p.path, p.query["rid"]) for p in pings]
+
+
+def test_worker_ready_warns_once_about_a_mapping_that_matches_no_task(
+    prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver
+) -> None:
+    """A typo'd task name in heartbeat_urls is named in one startup warning, with no URL in it."""
+    _, log = prefork_worker
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if "match no registered task" in line]
+    assert 1 == len(lines), text
+    assert "story.typo_in_name" in lines[0]
+    assert heartbeat_receiver.base_url not in text
