@@ -21,9 +21,7 @@ def receiver() -> Iterator[PingReceiver]:
         yield started
 
 
-def _ping(
-    path: str, *, time: float, status: int = 200, query: dict[str, str] | None = None
-) -> Ping:
+def _ping(path: str, *, time: float, status: int = 200, query: dict[str, str] | None = None) -> Ping:
     return Ping("GET", path, query or {}, b"", {}, time, status=status)
 
 
@@ -292,9 +290,7 @@ class TestPing:
             ("/a", {}, 0, False),
         ],
     )
-    def test_is_success(
-        self, path: str, query: dict[str, str], status: int, expected: bool
-    ) -> None:
+    def test_is_success(self, path: str, query: dict[str, str], status: int, expected: bool) -> None:
         """Only a 2xx ping that is not a start/fail/run/down signal counts as success."""
         ping = _ping(path, time=0.0, query=query, status=status)
 
