@@ -1,0 +1,204 @@
+"""Broker access for the health probes: bounded connections, early-exit broadcasts, depth.
+
+Everything here runs against a deadline (a ``time.monotonic()`` value):
+
+- :func:`probe_connection` opens a *fresh* connection (never the app's pool, so
+  a probe cannot wait for a pooled connection) with every socket timeout set
+  to the time left, and connects once per broker URL, with no retry loop.
+- :func:`broadcast_until` speaks the pidbox protocol that ``app.control`` uses,
+  but on that fresh connection, with a reply queue of its own, without
+  publish retries, and stops as soon as enough workers have answered.
+  ``app.control.broadcast(limit=n)`` counts ``drain_events`` calls rather than
+  replies and republishes with ``retry=True`` (unbounded on a dying broker);
+  neither suits a probe.
+- :func:`queue_depth` asks the broker through a passive ``queue_declare``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from kombu.exceptions import KombuError
+
+logger = logging.getLogger("celery_heartbeat.health")
+
+#: Replies collected so far: worker host name -> that worker's reply.
+Replies = dict[str, Any]
+
+
+class BrokerDown(Exception):
+    """The broker could not be reached, or failed, within the probe's deadline."""
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until ``deadline``, never less than a small positive floor."""
+    return max(deadline - time.monotonic(), 0.01)
+
+
+def _error_types(conn: Any) -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, KombuError, socket.timeout)
+    return errors + tuple(conn.connection_errors) + tuple(conn.channel_errors)
+
+
+@contextlib.contextmanager
+def probe_connection(app: Any, deadline: float, *, for_write: bool) -> Iterator[Any]:
+    """Yield a connected, fresh broker connection; raise :class:`BrokerDown` on broker errors.
+
+    Broker errors raised inside the ``with`` block are turned into
+    :class:`BrokerDown` too, except those the caller catches first.
+    """
+    budget = remaining(deadline)
+    factory = app.connection_for_write if for_write else app.connection_for_read
+    conn = factory(connect_timeout=budget, heartbeat=0)
+    options: dict[str, Any] = conn.transport_options  # a copy made for this connection
+    driver = getattr(conn.transport, "driver_type", "")
+    if driver == "redis":
+        options.update(
+            socket_connect_timeout=budget,
+            socket_timeout=budget,
+            retry_on_timeout=False,
+        )
+    elif driver == "amqp":
+        options.update(read_timeout=budget, write_timeout=budget)
+    errors = _error_types(conn)
+    try:
+        try:
+            conn.ensure_connection(
+                max_retries=max(len(conn.alt), 1) - 1,  # each failover URL once
+                interval_start=0,
+                interval_step=0,
+                interval_max=0,
+                timeout=budget,
+            )
+            yield conn
+        except errors as exc:
+            logger.warning(
+                "celery-heartbeat health probe: broker %s failed: %r",
+                conn.as_uri(),
+                exc,
+            )
+            raise BrokerDown(describe(exc)) from exc
+    finally:
+        try:
+            conn.release()
+        except Exception:  # closing a broken connection must not change the answer
+            logger.debug("celery-heartbeat health probe: error closing", exc_info=True)
+
+
+def describe(exc: BaseException) -> str:
+    """Name the root cause of a broker error without its message (which may name hosts)."""
+    chain: list[BaseException] = [exc]
+    while len(chain) < 10:  # explicit causes first, then the implicit context
+        inner = chain[-1].__cause__ or chain[-1].__context__
+        if inner is None or inner in chain:
+            break
+        chain.append(inner)
+    # The first socket-level error is the telling one (ConnectionRefusedError, TimeoutError).
+    named = next((e for e in chain if isinstance(e, OSError)), chain[-1] if len(chain) == 1 else chain[1])
+    return f"broker unreachable: {type(named).__name__}"
+
+
+def broadcast_until(
+    app: Any,
+    conn: Any,
+    command: str,
+    *,
+    deadline: float,
+    enough: Callable[[Replies], bool],
+) -> Replies:
+    """Broadcast a control ``command`` and collect replies until ``enough`` or the deadline.
+
+    The message is the one ``app.control.broadcast`` sends (same exchange,
+    serializer and fields), so every Celery worker version answers it.
+    """
+    conf = app.conf
+    mailbox = app.control.Mailbox(
+        conf.control_exchange,
+        type="fanout",
+        accept=conf.accept_content,
+        serializer=conf.task_serializer,
+        queue_ttl=conf.control_queue_ttl,
+        reply_queue_ttl=conf.control_queue_ttl,
+        queue_expires=conf.control_queue_expires,
+        reply_queue_expires=conf.control_queue_expires,
+    )
+    ticket = str(uuid.uuid4())
+    replies: Replies = {}
+    channel = conn.default_channel
+    reply_queue = mailbox.reply_queue(channel)
+
+    def on_message(body: Any, message: Any) -> None:
+        if message.headers.get("ticket") != ticket or not isinstance(body, Mapping):
+            return  # a late answer to an earlier probe
+        replies.update(body)
+
+    consumer = conn.Consumer(
+        [reply_queue], channel=channel, accept=conf.accept_content, no_ack=True, callbacks=[on_message]
+    )
+    try:
+        with consumer:
+            producer = conn.Producer(channel, auto_declare=False)
+            producer.publish(
+                {
+                    "method": command,
+                    "arguments": {},
+                    "destination": None,
+                    "pattern": None,
+                    "matcher": None,
+                    "ticket": ticket,
+                    "reply_to": {
+                        "exchange": mailbox.reply_exchange.name,
+                        "routing_key": mailbox.oid,
+                    },
+                },
+                exchange=mailbox.exchange.name,
+                declare=[mailbox.exchange],
+                headers={
+                    "clock": mailbox.clock.forward(),
+                    "expires": time.time() + remaining(deadline),
+                },
+                serializer=mailbox.serializer,
+                retry=False,
+            )
+            while not enough(replies) and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=remaining(deadline))
+                except socket.timeout:
+                    break
+    finally:
+        with contextlib.suppress(*_error_types(conn)):
+            channel.after_reply_message_received(reply_queue.name)
+    return replies
+
+
+def queue_depth(conn: Any, queue: str) -> int | None:
+    """Ready messages in ``queue``, or None when the broker has no such queue.
+
+    kombu's Redis transport sums the priority sub-queues and applies
+    ``global_keyprefix``; Redis deletes empty lists, so an absent Redis queue
+    is an empty one. RabbitMQ answers a passive declare of a missing queue
+    with 404 NOT_FOUND. A passive declare has no side effects on either.
+    """
+    channel = conn.channel()
+    try:
+        _, depth, _ = channel.queue_declare(queue=queue, passive=True)
+        return int(depth)
+    except tuple(conn.channel_errors) as exc:
+        if str(getattr(exc, "reply_code", "")) != "404":
+            raise
+        if getattr(conn.transport, "driver_type", "") == "redis":
+            # kombu's passive declare asks EXISTS, which its global_keyprefix
+            # support does not prefix: a prefixed queue always looks absent.
+            # The LLEN-based size (all priority sub-queues, prefixed) is exact,
+            # and 0 for a queue Redis has deleted because it was empty.
+            return int(channel._size(queue))
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()

@@ -1,0 +1,308 @@
+"""Health checks for HTTP probes: are workers there, and is a queue keeping up?
+
+Heartbeats prove that work happened; these checks prove that someone is there
+to do it. Both talk to the broker on a fresh connection with every timeout
+bounded, so a probe answers within its ``timeout`` even when the broker is
+down (status ``down``), and never retries a connection inside a probe.
+
+>>> from celery_heartbeat.health import check_workers, check_queue
+>>> report = check_workers(app, timeout=3.0, min_workers=1)
+>>> report.ok, report.status, report.http_status, report.to_json()
+(True, 'ok', 200, '{"status":"ok","workers":1}')
+
+:func:`check_workers` broadcasts a ``ping`` and returns as soon as
+``min_workers`` workers have answered (so a healthy answer takes
+milliseconds, not the full timeout); only an unhealthy answer waits the
+timeout out. With ``queue=`` it asks ``active_queues`` instead and counts only
+the workers consuming that queue; it still returns as soon as enough of those
+have answered, but has to wait out the timeout when they have not.
+
+:func:`check_queue` reads the queue's depth from the broker through kombu: on
+Redis the priority sub-queues are summed and ``global_keyprefix`` honoured (an
+absent Redis queue is an empty one: Redis deletes empty lists); on RabbitMQ a
+queue that does not exist is ``unknown_queue``.
+
+Results are cached on the Celery app for ``cache_seconds`` (default 1 s), and
+concurrent identical probes share one broker round trip, so a burst of probes
+cannot flood busy workers with a ping storm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from celery_heartbeat._health_broker import (
+    BrokerDown,
+    Replies,
+    broadcast_until,
+    probe_connection,
+    queue_depth,
+)
+
+__all__ = ["HealthReport", "HealthStatus", "check_queue", "check_workers"]
+
+#: The ``status`` of a :class:`HealthReport`.
+HealthStatus = Literal["ok", "no_workers", "too_few_workers", "backlog", "unknown_queue", "down"]
+
+#: The longest queue name accepted (AMQP's limit for a queue name).
+MAX_QUEUE_NAME_LENGTH = 255
+
+_STATE_ATTRIBUTE = "_celery_heartbeat_health_cache"
+_CACHE_MAX_ENTRIES = 256
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The answer of a health check: a status and the JSON body an HTTP probe returns.
+
+    ``body`` is read-only (reports may be shared through the result cache);
+    its keys, in this order when present: ``status``, ``workers``, ``detail``,
+    ``queue``, ``depth``, ``threshold``, ``error``.
+    """
+
+    status: HealthStatus
+    body: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        body = {"status": self.status}
+        body.update((key, value) for key, value in self.body.items() if key != "status")
+        object.__setattr__(self, "body", MappingProxyType(body))
+
+    @property
+    def ok(self) -> bool:
+        """True when the status is ``ok``."""
+        return self.status == "ok"
+
+    @property
+    def http_status(self) -> int:
+        """200 when ok, else 503 (Service Unavailable)."""
+        return 200 if self.ok else 503
+
+    def to_json(self) -> str:
+        """The body as compact JSON: ``{"status":"ok","workers":2}``."""
+        return json.dumps(dict(self.body), separators=(",", ":"))
+
+
+def check_workers(
+    app: Any,
+    *,
+    timeout: float = 3.0,
+    min_workers: int = 1,
+    queue: str | None = None,
+    details: bool = False,
+    cache_seconds: float = 1.0,
+) -> HealthReport:
+    """Check that at least ``min_workers`` workers answer (consuming ``queue`` if given).
+
+    Returns as soon as enough workers have answered, so ``workers`` in the
+    body is then at least ``min_workers`` rather than the size of the whole
+    fleet. Statuses: ``ok``, ``no_workers`` (nobody answered within
+    ``timeout``), ``too_few_workers``, ``down`` (broker unreachable).
+    ``details=True`` adds the answering workers' host names as ``detail``.
+    """
+    _check_timeout(timeout)
+    _check_int("min_workers", min_workers, minimum=1)
+    if queue is not None:
+        _check_queue_name(queue)
+    _check_cache_seconds(cache_seconds)
+    key = ("workers", float(timeout), min_workers, queue, bool(details))
+    return _state(app).get(
+        key,
+        cache_seconds,
+        timeout,
+        lambda: _check_workers(app, timeout, min_workers, queue, bool(details)),
+    )
+
+
+def check_queue(
+    app: Any,
+    queue: str,
+    *,
+    threshold: int = 1000,
+    timeout: float = 3.0,
+    cache_seconds: float = 1.0,
+) -> HealthReport:
+    """Check that ``queue`` holds at most ``threshold`` ready messages.
+
+    Statuses: ``ok``, ``backlog`` (depth above the threshold),
+    ``unknown_queue`` (RabbitMQ has no such queue), ``down``.
+    """
+    _check_queue_name(queue)
+    _check_int("threshold", threshold, minimum=0)
+    _check_timeout(timeout)
+    _check_cache_seconds(cache_seconds)
+    key = ("queue", float(timeout), queue, threshold)
+    return _state(app).get(key, cache_seconds, timeout, lambda: _check_queue(app, queue, threshold, timeout))
+
+
+def _check_workers(app: Any, timeout: float, min_workers: int, queue: str | None, details: bool) -> HealthReport:
+    deadline = time.monotonic() + timeout
+    try:
+        with probe_connection(app, deadline, for_write=True) as conn:
+            if queue is None:
+                replies = broadcast_until(
+                    app,
+                    conn,
+                    "ping",
+                    deadline=deadline,
+                    enough=lambda answered: len(answered) >= min_workers,
+                )
+                names = sorted(replies)
+            else:
+                replies = broadcast_until(
+                    app,
+                    conn,
+                    "active_queues",
+                    deadline=deadline,
+                    enough=lambda answered: len(_consuming(answered, queue)) >= min_workers,
+                )
+                names = _consuming(replies, queue)
+    except BrokerDown as exc:
+        body: dict[str, Any] = {"queue": queue, "error": str(exc)}
+        return HealthReport("down", _without_none(body))
+    status: HealthStatus = "ok"
+    if not names:
+        status = "no_workers"
+    elif len(names) < min_workers:
+        status = "too_few_workers"
+    body = {"workers": len(names), "detail": tuple(names) if details else None, "queue": queue}
+    return HealthReport(status, _without_none(body))
+
+
+def _consuming(replies: Replies, queue: str) -> list[str]:
+    """Sorted names of the workers whose ``active_queues`` reply includes ``queue``."""
+    names = []
+    for name, reply in replies.items():
+        queues = reply if isinstance(reply, list) else []
+        if any(isinstance(q, Mapping) and q.get("name") == queue for q in queues):
+            names.append(name)
+    return sorted(names)
+
+
+def _check_queue(app: Any, queue: str, threshold: int, timeout: float) -> HealthReport:
+    deadline = time.monotonic() + timeout
+    try:
+        with probe_connection(app, deadline, for_write=False) as conn:
+            depth = queue_depth(conn, queue)
+    except BrokerDown as exc:
+        return HealthReport("down", {"queue": queue, "threshold": threshold, "error": str(exc)})
+    if depth is None:
+        return HealthReport("unknown_queue", {"queue": queue, "threshold": threshold})
+    status: HealthStatus = "backlog" if depth > threshold else "ok"
+    return HealthReport(status, {"queue": queue, "depth": depth, "threshold": threshold})
+
+
+def _without_none(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _check_cache_seconds(cache_seconds: float) -> None:
+    if (
+        isinstance(cache_seconds, bool)
+        or not isinstance(cache_seconds, (int, float))
+        or not math.isfinite(cache_seconds)
+        or cache_seconds < 0
+    ):
+        raise ValueError(f"cache_seconds must be a number of seconds >= 0 (0 disables), got {cache_seconds!r}")
+
+
+def _check_int(name: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_queue_name(queue: str) -> None:
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+    if len(queue) > MAX_QUEUE_NAME_LENGTH:
+        raise ValueError(f"queue name must be at most {MAX_QUEUE_NAME_LENGTH} characters, got {len(queue)}")
+
+
+class _Flight:
+    """One probe: in flight until ``done`` is set, then cached until ``expires``."""
+
+    __slots__ = ("done", "expires", "report")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.report: HealthReport | None = None
+        self.expires = math.inf
+
+
+class _HealthState:
+    """Per-app probe results: a short cache, and one broker round trip per burst.
+
+    A caller that finds an identical probe in flight waits for its answer
+    instead of broadcasting again; a finished answer is reused for
+    ``cache_seconds``. Bounded: at most ``_CACHE_MAX_ENTRIES`` keys (probe
+    paths carry user-chosen queue names).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
+
+    def get(
+        self,
+        key: tuple[Any, ...],
+        cache_seconds: float,
+        timeout: float,
+        probe: Callable[[], HealthReport],
+    ) -> HealthReport:
+        if cache_seconds <= 0:
+            return probe()
+        with self._lock:
+            flight = self._flights.get(key)
+            owner = flight is None or (flight.done.is_set() and flight.expires <= time.monotonic())
+            if owner:
+                flight = self._flights[key] = _Flight()
+                self._prune()
+        assert flight is not None
+        if not owner:
+            # Wait for the identical probe in flight (it ends within its timeout).
+            if flight.done.wait(timeout + 1.0) and flight.report is not None:
+                return flight.report
+            return probe()
+        try:
+            report = probe()
+        except BaseException:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
+            raise
+        flight.report = report
+        flight.expires = time.monotonic() + cache_seconds
+        flight.done.set()
+        return report
+
+    def _prune(self) -> None:
+        if len(self._flights) <= _CACHE_MAX_ENTRIES:
+            return
+        now = time.monotonic()
+        for key, flight in list(self._flights.items()):
+            if flight.done.is_set() and flight.expires <= now:
+                del self._flights[key]
+        while len(self._flights) > _CACHE_MAX_ENTRIES:  # oldest first (insertion order)
+            del self._flights[next(iter(self._flights))]
+
+
+def _state(app: Any) -> _HealthState:
+    """The app's probe state, created once and kept on the app (no module-level state)."""
+    state = app.__dict__.get(_STATE_ATTRIBUTE)
+    if state is None:
+        state = app.__dict__.setdefault(_STATE_ATTRIBUTE, _HealthState())
+    assert isinstance(state, _HealthState)
+    return state
