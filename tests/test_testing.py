@@ -1,8 +1,5 @@
 """Specifications of the public test helpers: PingReceiver and the heartbeat_receiver fixture."""
 
-# The project's style is ``assert expected == actual``, which ruff calls a Yoda condition.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import threading
@@ -306,6 +303,17 @@ class TestIsLate:
 
         assert False is receiver.is_late("job", period=60, grace=5, now=last + 65)
         assert True is receiver.is_late("job", period=60, grace=5, now=last + 65.001)
+
+    def test_pings_after_now_are_ignored(self, receiver: PingReceiver) -> None:
+        """Judging a past moment ignores the pings that arrived after it."""
+        requests.get(receiver.url("job"), timeout=5)
+        time.sleep(0.01)
+        requests.get(receiver.url("job"), timeout=5)
+        first, second = (p.time for p in receiver.pings_for("job"))
+        between = (first + second) / 2
+
+        assert True is receiver.is_late("job", period=0, grace=0, now=between)
+        assert False is receiver.is_late("job", period=0, grace=0, now=second)
 
     def test_no_pings_counts_from_since(self, receiver: PingReceiver) -> None:
         """With no ping at all, lateness is measured from since."""
