@@ -17,6 +17,7 @@ Everything here runs against a deadline (a ``time.monotonic()`` value):
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import socket
 import time
@@ -27,6 +28,10 @@ from typing import Any
 from kombu.exceptions import KombuError
 
 logger = logging.getLogger("celery_heartbeat.health")
+
+#: Pauses between polls of the reply queue: from 2 ms, doubling up to 20 ms.
+_FIRST_PAUSE = 0.002
+_LONGEST_PAUSE = 0.02
 
 #: Replies collected so far: worker host name -> that worker's reply.
 Replies = dict[str, Any]
@@ -115,7 +120,10 @@ def broadcast_until(
     """Broadcast a control ``command`` and collect replies until ``enough`` or the deadline.
 
     The message is the one ``app.control.broadcast`` sends (same exchange,
-    serializer and fields), so every Celery worker version answers it.
+    serializer and fields), so every Celery worker version answers it. Replies
+    are fetched with ``basic_get`` rather than a consumer: kombu's Redis
+    consumer blocks in BRPOP for whole seconds (and waits that BRPOP out when
+    the channel closes), which would overrun a probe's deadline by up to 1 s.
     """
     conf = app.conf
     mailbox = app.control.Mailbox(
@@ -131,46 +139,49 @@ def broadcast_until(
     ticket = str(uuid.uuid4())
     replies: Replies = {}
     channel = conn.default_channel
-    reply_queue = mailbox.reply_queue(channel)
-
-    def on_message(body: Any, message: Any) -> None:
-        if message.headers.get("ticket") != ticket or not isinstance(body, Mapping):
-            return  # a late answer to an earlier probe
-        replies.update(body)
-
-    consumer = conn.Consumer(
-        [reply_queue], channel=channel, accept=conf.accept_content, no_ack=True, callbacks=[on_message]
-    )
+    # A reply queue no other mailbox can share: kombu names it after id(mailbox),
+    # which a short-lived mailbox hands on to the next one, along with any
+    # consumer still waiting on that queue name elsewhere in this process.
+    reply_key = str(uuid.uuid4())
+    reply_queue = copy.copy(mailbox.reply_queue)
+    reply_queue.name = f"{reply_key}.{mailbox.reply_exchange.name}"
+    reply_queue.routing_key = reply_key
+    reply_queue = reply_queue(channel)
     try:
-        with consumer:
-            producer = conn.Producer(channel, auto_declare=False)
-            producer.publish(
-                {
-                    "method": command,
-                    "arguments": {},
-                    "destination": None,
-                    "pattern": None,
-                    "matcher": None,
-                    "ticket": ticket,
-                    "reply_to": {
-                        "exchange": mailbox.reply_exchange.name,
-                        "routing_key": mailbox.oid,
-                    },
-                },
-                exchange=mailbox.exchange.name,
-                declare=[mailbox.exchange],
-                headers={
-                    "clock": mailbox.clock.forward(),
-                    "expires": time.time() + remaining(deadline),
-                },
-                serializer=mailbox.serializer,
-                retry=False,
-            )
-            while not enough(replies) and time.monotonic() < deadline:
-                try:
-                    conn.drain_events(timeout=remaining(deadline))
-                except socket.timeout:
-                    break
+        reply_queue.declare()
+        producer = conn.Producer(channel, auto_declare=False)
+        producer.publish(
+            {
+                "method": command,
+                "arguments": {},
+                "destination": None,
+                "pattern": None,
+                "matcher": None,
+                "ticket": ticket,
+                "reply_to": {"exchange": mailbox.reply_exchange.name, "routing_key": reply_key},
+            },
+            exchange=mailbox.exchange.name,
+            declare=[mailbox.exchange],
+            headers={"clock": mailbox.clock.forward(), "expires": time.time() + remaining(deadline)},
+            serializer=mailbox.serializer,
+            retry=False,
+        )
+        pause = _FIRST_PAUSE
+        while not enough(replies):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            message = reply_queue.get(no_ack=True, accept=conf.accept_content)
+            if message is None:
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _LONGEST_PAUSE)
+                continue
+            pause = _FIRST_PAUSE
+            if message.headers.get("ticket") != ticket:
+                continue  # a late answer to an earlier probe
+            body = message.decode()
+            if isinstance(body, Mapping):
+                replies.update(body)
     finally:
         with contextlib.suppress(*_error_types(conn)):
             channel.after_reply_message_received(reply_queue.name)

@@ -119,20 +119,26 @@ def start_fleet(url: str, workdir: Path) -> Fleet:
     for hostname, exchange, queues in workers:
         log = open(workdir / f"{hostname}.log", "wb")  # noqa: SIM115 - closed with the process
         command = [sys.executable, "-m", "celery", "-A", "hb_health_proj", "worker", "-P", "solo"]
-        command += ["-n", hostname, "-Q", queues, "-l", "warning"]
+        command += ["-n", hostname, "-Q", queues, "-l", "info"]
         command += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
         fleet.procs.append(
             subprocess.Popen(command, env=dict(env, HB_CONTROL_EXCHANGE=exchange), stdout=log, stderr=log, cwd=workdir)
         )
         log.close()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # fresh apps each round: Celery reuses its reply queue
-        solo, pair = fleet.solo_app(), fleet.pair_app()
-        if len(solo.control.ping(timeout=0.5)) == 1 and len(pair.control.ping(timeout=0.5)) == 2:
+    logs = [workdir / f"{hostname}.log" for hostname, _, _ in workers]
+    while time.monotonic() < deadline and not all(b" ready." in log.read_bytes() for log in logs):
+        time.sleep(0.1)
+    # Then until they answer. (Not through app.control.ping: on Redis it misses replies
+    # every other call when short-lived apps reuse a reply queue name.)
+    while time.monotonic() < deadline:
+        solo = check_workers(fleet.solo_app(), timeout=0.5, cache_seconds=0)
+        pair = check_workers(fleet.pair_app(), min_workers=2, timeout=0.5, cache_seconds=0)
+        if solo.ok and pair.ok:
             return fleet
     stop_fleet(fleet)
-    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in workdir.glob("*.log"))
-    pytest.fail(f"workers did not answer within 60 s:\n{logs}")
+    tails = "\n".join(log.read_text(errors="replace")[-2000:] for log in logs)
+    pytest.fail(f"workers did not answer within 60 s:\n{tails}")
 
 
 def stop_fleet(fleet: Fleet) -> None:
@@ -291,12 +297,32 @@ def test_cached_answer_expires_and_zero_disables_the_cache(fleet: Fleet) -> None
     assert first == later == uncached[0]
 
 
+def test_probes_leave_no_reply_queues_behind_on_redis(fleet: Fleet) -> None:
+    """After probes that stop early (late replies) and probes that time out, Redis holds only the workers' keys."""
+    if not fleet.url.startswith("redis"):
+        pytest.skip("Redis keys only")
+    import redis
+
+    for _ in range(5):
+        assert check_workers(fleet.pair_app(), min_workers=1, cache_seconds=0).ok
+    assert not check_workers(fleet.pair_app(), min_workers=3, timeout=0.3, cache_seconds=0).ok
+    time.sleep(0.3)  # let the late replies land
+    client = redis.Redis.from_url(fleet.url)
+
+    keys = sorted(key.decode() for key in client.scan_iter(match=f"*{fleet.pair_exchange}*"))
+
+    assert [f"_kombu.binding.{fleet.pair_exchange}.pidbox"] == keys
+    client.close()
+
+
 # -- queue depth ---------------------------------------------------------------------------------
 
 
 def publish(app: Celery, queue: str, priorities: list[int]) -> None:
-    """Send one task message per priority to ``queue`` (declared with priorities enabled)."""
-    app.conf.task_queues = [app.amqp.Queue(queue, routing_key=queue, queue_arguments={"x-max-priority": 9})]
+    """Send one task message per priority to ``queue`` (created with priorities enabled), confirmed."""
+    app.conf.task_queue_max_priority = 9
+    if app.conf.broker_url.startswith("amqp"):  # wait for RabbitMQ to take each message
+        app.conf.broker_transport_options = {"confirm_publish": True}
     for priority in priorities:
         app.send_task("hb.noop", queue=queue, priority=priority)
 
