@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery_heartbeat._auto_settings import EntryOptions, parse_auto_settings
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._monitor import Monitor, check_url, parse_monitor
 
@@ -29,6 +30,20 @@ class Settings:
     beat_every: float = 60.0
     max_age: float = 600.0
     backoff_max: float = 30.0
+    # Monitors as code (beat entries monitored and synced to a provider): see _auto_settings.py.
+    healthchecks_ping_key: str | None = field(default=None, repr=False)  # a secret
+    healthchecks_api_key: str | None = field(default=None, repr=False)  # a secret
+    healthchecks_ping_url: str = "https://hc-ping.com"
+    healthchecks_api_url: str = "https://healthchecks.io"
+    cronitor_api_key: str | None = field(default=None, repr=False)  # a secret
+    cronitor_ping_key: str | None = field(default=None, repr=False)  # a secret
+    cronitor_ping_url: str = "https://cronitor.link"
+    cronitor_api_url: str = "https://cronitor.io"
+    auto_monitor: bool = True
+    beat_entries: Mapping[str, EntryOptions] = field(default_factory=dict)
+    grace: float = 300.0
+    monitor_prefix: str = ""
+    sync_on_beat_start: bool = False
 
 
 _DEFAULTS = Settings()
@@ -120,6 +135,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     values["backoff_max"] = _number(PREFIX + "backoff_max", get("backoff_max"), minimum=0, allow_equal=False)
     beat_url = get("beat_url")
     values["beat_url"] = None if beat_url in (None, "") else check_url(PREFIX + "beat_url", beat_url)
+    values.update(parse_auto_settings(get))
     return Settings(**values)
 
 

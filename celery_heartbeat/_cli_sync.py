@@ -1,0 +1,35 @@
+"""`celery -A proj heartbeat sync [--dry-run] [--prune]`: push beat schedules to the monitoring provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from celery_heartbeat.sync import sync_monitors
+
+_STYLES = {"+": "green", "~": "yellow", "-": "red", "x": "red", "!": "yellow", "?": "yellow"}
+
+
+@click.command("sync")
+@click.option("--dry-run", is_flag=True, help="Print what would change on the provider, change nothing.")
+@click.option("--prune", is_flag=True, help="Also delete monitors this app created whose beat entry is gone.")
+@click.pass_context
+def sync(ctx: click.Context, dry_run: bool, prune: bool) -> None:
+    """Create or update one monitor per beat entry, with its schedule, time zone and grace.
+
+    Idempotent: running it again changes nothing. Exits 1 when a provider call
+    failed or a monitor conflicts with another app's; warnings (entries whose
+    schedule cannot be expressed) are printed but do not fail.
+    """
+    obj: Any = ctx.obj
+    app = getattr(obj, "app", None)
+    if app is None:
+        raise click.UsageError("no Celery app: run it as `celery -A proj heartbeat sync`")
+    no_color = bool(getattr(obj, "no_color", False))
+    result = sync_monitors(app, dry_run=dry_run, prune=prune)
+    for line in result.format().splitlines():
+        color = "red" if line.startswith("error:") else "yellow" if line.startswith("warning:") else None
+        color = _STYLES.get(line[:1], color)
+        click.echo(line if no_color or color is None else click.style(line, fg=color), err=line.startswith("error:"))
+    ctx.exit(0 if result.ok else 1)
