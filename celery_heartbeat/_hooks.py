@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celery_heartbeat")
 
+BILLIARD_EXIT_PAUSE = 1.0
+"""Seconds a prefork child sleeps after worker_process_shutdown before os._exit (billiard)."""
+
 
 class Hooks:
     """The signal receivers of one installed app."""
@@ -43,8 +46,6 @@ class Hooks:
             (signals.worker_shutting_down, self.on_shutting_down),
             (signals.worker_process_shutdown, self.on_process_shutdown),
             (signals.worker_shutdown, self.on_worker_shutdown),
-            (signals.beat_init, self.on_beat_init),
-            (signals.beat_embedded_init, self.on_beat_init),
         ]
         for signal, receiver in pairs:
             uid = f"celery_heartbeat:{id(self.hb.app)}:{signal.name}"
@@ -63,19 +64,11 @@ class Hooks:
 
     # -- task signals (hot path) ----------------------------------------------------------
 
-    def on_prerun(
-        self,
-        sender: Any = None,
-        task_id: str | None = None,
-        task: Any = None,
-        args: Any = None,
-        kwargs: Any = None,
-        **_: Any,
-    ) -> None:
+    def on_prerun(self, sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
         try:
             if task is None or task_id is None or task.app is not self.hb.app:
                 return
-            monitor = self.hb.monitor_for_run(task.name, args, kwargs)
+            monitor = self.hb.registry.resolve(task.name)
             if monitor is None:
                 return
             retries = task.request.retries or 0
@@ -90,8 +83,7 @@ class Hooks:
         try:
             if sender is None or sender.app is not self.hb.app:
                 return
-            request = sender.request
-            monitor = self.hb.monitor_for_run(sender.name, request.args, request.kwargs)
+            monitor = self.hb.registry.resolve(sender.name)
             if monitor is None:
                 return
             task_id = sender.request.id
@@ -102,10 +94,10 @@ class Hooks:
         except Exception:
             self._guard_error("task_success")
 
-    def _failed(self, task: Any, task_id: str | None, detail: str, args: Any = None, kwargs: Any = None) -> None:
+    def _failed(self, task: Any, task_id: str | None, detail: str) -> None:
         if task is None or task_id is None or task.app is not self.hb.app:
             return
-        monitor = self.hb.monitor_for_run(task.name, args, kwargs)
+        monitor = self.hb.registry.resolve(task.name)
         if monitor is None:
             return
         if not self.hb.runs.failure(monitor.url, task_id):
@@ -119,13 +111,10 @@ class Hooks:
         sender: Any = None,
         task_id: str | None = None,
         exception: BaseException | None = None,
-        args: Any = None,
-        kwargs: Any = None,
         **_: Any,
     ) -> None:
         try:
-            detail = type(exception).__name__ if exception is not None else "failed"
-            self._failed(sender, task_id, detail, args, kwargs)
+            self._failed(sender, task_id, type(exception).__name__ if exception is not None else "failed")
         except Exception:
             self._guard_error("task_failure")
 
@@ -141,8 +130,7 @@ class Hooks:
         try:
             if not terminated or expired or request is None:
                 return
-            args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
-            self._failed(sender, getattr(request, "id", None), "Revoked", args, kwargs)
+            self._failed(sender, getattr(request, "id", None), "Revoked")
         except Exception:
             self._guard_error("task_revoked")
 
@@ -163,37 +151,35 @@ class Hooks:
                     "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s",
                     ", ".join(unmatched),
                 )
-            if self.hb.auto.active:
-                self.hb.auto.warm()  # reads the beat schedule now, reports entries it cannot monitor
         except Exception:
             self._guard_error("worker_ready")
 
-    def on_beat_init(self, sender: Any = None, **_: Any) -> None:
-        # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
-        try:
-            if self.hb.settings.sync_on_beat_start and getattr(sender, "app", None) is self.hb.app:
-                from celery_heartbeat.sync import sync_in_background
-
-                sync_in_background(self.hb.app)
-        except Exception:
-            self._guard_error("beat_init")
-
     def on_shutting_down(self, **_: Any) -> None:
-        self._shutdown_started = time.monotonic()
+        # Sent from the main process's SIGTERM handler: start delivering now, in parallel with
+        # the children's flush, without waiting (expedite never blocks on a lock).
+        try:
+            self._shutdown_started = time.monotonic()
+            self.hb.sender.expedite(self.hb.settings.shutdown_timeout)
+        except Exception:
+            self._guard_error("worker_shutting_down")
 
     def on_process_shutdown(self, **_: Any) -> None:
-        # Prefork children leave through os._exit: atexit never runs there.
+        # Prefork children leave through os._exit: atexit never runs there. Billiard then
+        # sleeps BILLIARD_EXIT_PAUSE before exiting, while the sender thread keeps delivering.
         try:
-            self.hb.sender.flush(self.hb.settings.shutdown_timeout)
+            self.hb.sender.flush(max(0.0, self.hb.settings.shutdown_timeout - BILLIARD_EXIT_PAUSE))
         except Exception:
             self._guard_error("worker_process_shutdown")
 
-    def on_worker_shutdown(self, **_: Any) -> None:
+    def on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
         try:
+            if getattr(sender, "app", self.hb.app) is not self.hb.app:
+                return  # another app's worker in this process
             budget = self.hb.settings.shutdown_timeout
             if self._shutdown_started is not None:
-                # Children already flushed within the same budget: keep the total bounded.
-                budget = max(min(0.5, budget), budget - (time.monotonic() - self._shutdown_started))
+                # One budget for the whole shutdown: children and this process flushed in parallel.
+                budget = max(0.0, budget - (time.monotonic() - self._shutdown_started))
+                self._shutdown_started = None
             if not self.hb.sender.flush(budget):
                 stats = self.hb.sender.stats()
                 logger.warning("celery-heartbeat: %d ping(s) not delivered at shutdown", stats["pending"])

@@ -1,4 +1,4 @@
-"""Per-process memory of runs: coalescing is decided when a run starts, finishes once.
+"""Per-process memory of runs: coalescing is decided when a run starts, a run finishes once.
 
 A run is one task id across its retries. Deciding at start means a run whose
 start ping went out always gets its finish ping; a failure is never coalesced
@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 CAPACITY = 10_000
+"""Runs remembered per process: bounds memory when finishes happen elsewhere (hard time limits)."""
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,27 @@ class _Run:
     decided_at: float
 
 
+def _reset_after_fork(ref: weakref.ref[RunBook]) -> Callable[[], None]:
+    def reset() -> None:
+        book = ref()
+        if book is not None:
+            book._reset()
+
+    return reset
+
+
 class RunBook:
+    """Which runs ping: at most one admitted run per URL per `window` seconds, decided at start."""
+
     def __init__(self, window: float, capacity: int = CAPACITY) -> None:
         self.window = window
         self.capacity = capacity
         self._reset()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+            os.register_at_fork(after_in_child=_reset_after_fork(weakref.ref(self)))
 
     def _reset(self) -> None:
+        """Fresh state (and a fresh lock) for a new process: its parent's runs are not its own."""
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._last_admitted: dict[str, float] = {}
@@ -48,7 +63,7 @@ class RunBook:
         return True
 
     def start(self, url: str, task_id: str, retries: int) -> bool:
-        """Decide whether this run pings.
+        """Decide whether this run pings (its start, if wanted, and its finish).
 
         A retry seen first in this process is admitted: its start may have gone out elsewhere.
         """
@@ -64,6 +79,7 @@ class RunBook:
             return admitted
 
     def success(self, url: str, task_id: str) -> bool:
+        """Whether this run's success pings: it was admitted, or a failure came after its start."""
         now = time.monotonic()
         with self._lock:
             run = self._runs.pop(task_id, None)

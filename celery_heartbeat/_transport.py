@@ -20,7 +20,11 @@ class Transport(Protocol):
 
 
 class RequestsTransport:
-    """A keep-alive `requests.Session`, created on first use in the thread that sends."""
+    """A keep-alive `requests.Session`, created on first use in the thread that sends.
+
+    Not shared between threads: the background sender gives each of its
+    threads its own transport, so a session never crosses a fork either.
+    """
 
     def __init__(self) -> None:
         self._session: requests.Session | None = None
@@ -32,6 +36,7 @@ class RequestsTransport:
         response = self._session.request(
             request.method, request.url, data=request.body, timeout=timeout, allow_redirects=True
         )
+        # The body is already read (no streaming): this hands the connection back to the pool.
         response.close()
         return response
 

@@ -1,0 +1,196 @@
+"""Worker shutdown and prefork recycling, with real `celery worker` subprocesses on Redis.
+
+Each worker's app module dumps its process's sender stats to a file from
+`worker_process_shutdown` (children) and `worker_shutdown` (main process),
+connected after celery-heartbeat's own handlers, so the files show what was
+still pending once the library's flush had returned.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_heartbeat.testing import PingReceiver
+
+pytestmark = pytest.mark.slow
+
+APP_MODULE = """
+import json
+import os
+import time
+
+from celery import Celery, signals
+
+import celery_heartbeat
+from celery_heartbeat._heartbeat import installed
+
+app = Celery({name!r}, broker={broker!r}, backend={broker!r})
+app.conf.update(
+    task_default_queue={name!r},
+    control_exchange={name!r},
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+)
+celery_heartbeat.install(app, urls={urls!r}, **{settings!r})
+
+
+@app.task(name="hb.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="hb.stuck", time_limit=1)
+def stuck():
+    time.sleep(30)
+
+
+def _dump(kind):
+    with open(os.path.join({stats_dir!r}, "%s-%d.json" % (kind, os.getpid())), "w") as f:
+        json.dump(installed(app).stats(), f)
+
+
+@signals.worker_process_shutdown.connect
+def _dump_child(**_):
+    _dump("child")
+
+
+@signals.worker_shutdown.connect
+def _dump_main(**_):
+    _dump("main")
+"""
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    client: Celery
+    log: Path
+    stats_dir: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stats(self, kind: str) -> list[dict[str, int]]:
+        return [json.loads(path.read_text()) for path in sorted(self.stats_dir.glob(f"{kind}-*.json"))]
+
+    def run(self, name: str, *args: Any, timeout: float = 20.0) -> Any:
+        return self.client.send_task(name, args=args).get(timeout=timeout)
+
+    def terminate(self, timeout: float = 30.0) -> float:
+        """SIGTERM the main process; seconds until it exited."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        return time.monotonic() - started
+
+
+def our_tracebacks(log: str) -> list[str]:
+    """Tracebacks in a worker log that involve celery-heartbeat (Celery logs its own for time limits)."""
+    blocks = [block.split("\n[", 1)[0] for block in log.split("Traceback (most recent call last):")[1:]]
+    return [block for block in blocks if "celery_heartbeat" in block or "celery-heartbeat" in block]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, unique_name: str, redis_url: str, clean_env: dict[str, str]) -> Iterator[Any]:
+    """Start `celery worker` subprocesses from a generated app module; killed after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+    clients: list[Celery] = []
+
+    def start(urls: dict[str, Any], settings: dict[str, Any], pool: str = "prefork", *extra: str) -> Worker:
+        stats_dir = tmp_path / "stats"
+        stats_dir.mkdir()
+        module = APP_MODULE.format(
+            name=unique_name, broker=redis_url, urls=urls, settings=settings, stats_dir=str(stats_dir)
+        )
+        (tmp_path / "hbapp.py").write_text(textwrap.dedent(module))
+        env = dict(clean_env)
+        env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+        log = tmp_path / "worker.log"
+        command = [sys.executable, "-m", "celery", "-A", "hbapp", "worker", "-P", pool, "-Q", unique_name]
+        command += ["--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen([*command, *extra], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
+        client.conf.task_default_queue = unique_name
+        clients.append(client)
+        return Worker(proc, client, log, stats_dir)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        for client in clients:
+            client.close()
+
+
+def test_prefork_recycling_loses_no_ping(start_worker: Any) -> None:
+    """With max_tasks_per_child=1 every run's success ping is delivered before its child exits."""
+    with PingReceiver() as rx:
+        rx.respond(200, delay=0.3)  # each ping is still in flight when its child wants to exit
+        urls = {"hb.add": {"url": rx.url("recycled"), "provider": "healthchecks"}}
+        settings = {"coalesce_seconds": 0, "timeout": 2.0, "shutdown_timeout": 5.0}
+        worker = start_worker(urls, settings, "prefork", "-c", "2", "--max-tasks-per-child", "1")
+        results = [worker.client.send_task("hb.add", args=(i, 1)) for i in range(6)]
+        assert [i + 1 for i in range(6)] == [r.get(timeout=30) for r in results]
+        pings = rx.wait_for(6, name="recycled", timeout=20)
+        assert sorted(r.id for r in results) == sorted(p.query["rid"] for p in pings)
+        worker.terminate()
+        children = worker.stats("child")
+        assert 0 == worker.proc.returncode
+        assert 6 == sum(s["sent"] for s in children)
+        assert [0] * len(children) == [s["pending"] for s in children]
+        assert [] == our_tracebacks(worker.output())
+
+
+def test_solo_sigterm_flushes_a_ping_in_flight(start_worker: Any) -> None:
+    """A warm shutdown waits for the ping in flight: worker_shutdown flushes the main process's sender."""
+    with PingReceiver() as rx:
+        rx.respond(200, delay=1.0)
+        settings = {"timeout": 3.0, "shutdown_timeout": 5.0}
+        worker = start_worker({"hb.add": rx.url("solo")}, settings, "solo")
+        assert 3 == worker.run("hb.add", 1, 2)
+        rx.wait_for(1, name="solo")  # arrived, answer pending for a second
+        elapsed = worker.terminate()
+        (main,) = worker.stats("main")
+        assert 0 == worker.proc.returncode
+        assert (1, 0) == (main["sent"], main["pending"])
+        assert elapsed < 5.0
+        assert [] == our_tracebacks(worker.output())
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_sigterm_with_a_hanging_endpoint_exits_within_the_shutdown_timeout(start_worker: Any, pool: str) -> None:
+    """SIGTERM with pings pending to a hanging endpoint: exit within heartbeat_shutdown_timeout + 2 s."""
+    shutdown_timeout = 2.0
+    with PingReceiver() as rx:
+        rx.respond(200, delay=60)
+        urls = {"hb.add": rx.url("hang"), "hb.stuck": {"url": rx.url("stuck"), "provider": "healthchecks"}}
+        settings = {"timeout": 10.0, "max_attempts": 3, "shutdown_timeout": shutdown_timeout}
+        extra = ("-c", "2") if pool == "prefork" else ()
+        worker = start_worker(urls, settings, pool, *extra)
+        if pool == "prefork":
+            # A hard time limit fires task_failure in the main process: its sender has a ping too.
+            worker.client.send_task("hb.stuck")
+            rx.wait_for(1, name="stuck", timeout=20)
+        assert [2, 3] == [worker.run("hb.add", 1, i) for i in (1, 2)]
+        rx.wait_for(1, name="hang")
+        elapsed = worker.terminate()
+        assert elapsed <= shutdown_timeout + 2.0, f"shutdown took {elapsed:.2f}s"
+        assert 0 == worker.proc.returncode
+        assert [] == our_tracebacks(worker.output())
