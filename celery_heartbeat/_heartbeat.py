@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
 
+from celery_heartbeat._automonitor import AutoMonitors
 from celery_heartbeat._delivery import DeliveryPolicy
 from celery_heartbeat._hooks import Hooks
 from celery_heartbeat._monitor import Monitor, MonitorSpec
@@ -38,6 +39,7 @@ class Heartbeat:
                 shutdown_timeout=settings.shutdown_timeout,
             )
         )
+        self.auto = AutoMonitors(app, settings, self.registry.resolve)
         self.hooks = Hooks(self)
 
     def _task_option(self, task_name: str) -> MonitorSpec:
@@ -48,6 +50,15 @@ class Heartbeat:
     def monitor_for(self, task_name: str) -> Monitor | None:
         """The monitor a task pings (None: it pings nothing)."""
         return self.registry.resolve(task_name)
+
+    def monitor_for_run(
+        self, task_name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+    ) -> Monitor | None:
+        """The monitor one run pings: an explicit mapping, else the beat entry it came from (auto)."""
+        monitor = self.registry.resolve(task_name)
+        if monitor is None and self.auto.active:
+            return self.auto.lookup(task_name, args, kwargs)
+        return monitor
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is pending, waiting at most `timeout` seconds; True when nothing is left."""

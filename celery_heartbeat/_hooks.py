@@ -46,6 +46,8 @@ class Hooks:
             (signals.worker_shutting_down, self.on_shutting_down),
             (signals.worker_process_shutdown, self.on_process_shutdown),
             (signals.worker_shutdown, self.on_worker_shutdown),
+            (signals.beat_init, self.on_beat_init),
+            (signals.beat_embedded_init, self.on_beat_init),
         ]
         for signal, receiver in pairs:
             uid = f"celery_heartbeat:{id(self.hb.app)}:{signal.name}"
@@ -64,11 +66,19 @@ class Hooks:
 
     # -- task signals (hot path) ----------------------------------------------------------
 
-    def on_prerun(self, sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    def on_prerun(
+        self,
+        sender: Any = None,
+        task_id: str | None = None,
+        task: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        **_: Any,
+    ) -> None:
         try:
             if task is None or task_id is None or task.app is not self.hb.app:
                 return
-            monitor = self.hb.registry.resolve(task.name)
+            monitor = self.hb.monitor_for_run(task.name, args, kwargs)
             if monitor is None:
                 return
             retries = task.request.retries or 0
@@ -83,7 +93,8 @@ class Hooks:
         try:
             if sender is None or sender.app is not self.hb.app:
                 return
-            monitor = self.hb.registry.resolve(sender.name)
+            request = sender.request
+            monitor = self.hb.monitor_for_run(sender.name, request.args, request.kwargs)
             if monitor is None:
                 return
             task_id = sender.request.id
@@ -94,10 +105,10 @@ class Hooks:
         except Exception:
             self._guard_error("task_success")
 
-    def _failed(self, task: Any, task_id: str | None, detail: str) -> None:
+    def _failed(self, task: Any, task_id: str | None, detail: str, args: Any = None, kwargs: Any = None) -> None:
         if task is None or task_id is None or task.app is not self.hb.app:
             return
-        monitor = self.hb.registry.resolve(task.name)
+        monitor = self.hb.monitor_for_run(task.name, args, kwargs)
         if monitor is None:
             return
         if not self.hb.runs.failure(monitor.url, task_id):
@@ -111,10 +122,13 @@ class Hooks:
         sender: Any = None,
         task_id: str | None = None,
         exception: BaseException | None = None,
+        args: Any = None,
+        kwargs: Any = None,
         **_: Any,
     ) -> None:
         try:
-            self._failed(sender, task_id, type(exception).__name__ if exception is not None else "failed")
+            detail = type(exception).__name__ if exception is not None else "failed"
+            self._failed(sender, task_id, detail, args, kwargs)
         except Exception:
             self._guard_error("task_failure")
 
@@ -130,7 +144,8 @@ class Hooks:
         try:
             if not terminated or expired or request is None:
                 return
-            self._failed(sender, getattr(request, "id", None), "Revoked")
+            args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
+            self._failed(sender, getattr(request, "id", None), "Revoked", args, kwargs)
         except Exception:
             self._guard_error("task_revoked")
 
@@ -151,8 +166,20 @@ class Hooks:
                     "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s",
                     ", ".join(unmatched),
                 )
+            if self.hb.auto.active:
+                self.hb.auto.warm()  # reads the beat schedule now, reports entries it cannot monitor
         except Exception:
             self._guard_error("worker_ready")
+
+    def on_beat_init(self, sender: Any = None, **_: Any) -> None:
+        # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
+        try:
+            if self.hb.settings.sync_on_beat_start and getattr(sender, "app", None) is self.hb.app:
+                from celery_heartbeat.sync import sync_in_background
+
+                sync_in_background(self.hb.app)
+        except Exception:
+            self._guard_error("beat_init")
 
     def on_shutting_down(self, **_: Any) -> None:
         # Sent from the main process's SIGTERM handler: start delivering now, in parallel with
