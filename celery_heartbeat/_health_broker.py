@@ -104,9 +104,13 @@ def describe(exc: BaseException) -> str:
         if inner is None or inner in chain:
             break
         chain.append(inner)
-    # The first socket-level error is the telling one (ConnectionRefusedError, TimeoutError).
-    named = next((e for e in chain if isinstance(e, OSError)), chain[-1] if len(chain) == 1 else chain[1])
-    return f"broker unreachable: {type(named).__name__}"
+    # The first socket-level error is the telling one (ConnectionRefusedError, TimeoutError);
+    # else the library error under kombu's OperationalError wrapper (AccessRefused, ...).
+    socket_level = [error for error in chain if isinstance(error, OSError)]
+    named = socket_level[0] if socket_level else chain[min(1, len(chain) - 1)]
+    # Python 3.9's socket.timeout is not yet TimeoutError; name it the same everywhere.
+    name = "TimeoutError" if isinstance(named, socket.timeout) else type(named).__name__
+    return f"broker unreachable: {name}"
 
 
 def broadcast_until(
@@ -179,7 +183,11 @@ def broadcast_until(
             pause = _FIRST_PAUSE
             if message.headers.get("ticket") != ticket:
                 continue  # a late answer to an earlier probe
-            body = message.decode()
+            try:
+                body = message.decode()
+            except KombuError:  # a serializer this app does not accept: not an answer
+                logger.debug("celery-heartbeat health probe: undecodable reply", exc_info=True)
+                continue
             if isinstance(body, Mapping):
                 replies.update(body)
     finally:

@@ -5,10 +5,15 @@ to do it. Both talk to the broker on a fresh connection with every timeout
 bounded, so a probe answers within its ``timeout`` even when the broker is
 down (status ``down``), and never retries a connection inside a probe.
 
->>> from celery_heartbeat.health import check_workers, check_queue
->>> report = check_workers(app, timeout=3.0, min_workers=1)
->>> report.ok, report.status, report.http_status, report.to_json()
-(True, 'ok', 200, '{"status":"ok","workers":1}')
+::
+
+    from celery_heartbeat.health import check_queue, check_workers
+
+    report = check_workers(app, timeout=3.0, min_workers=1)
+    report.ok, report.status, report.http_status, report.to_json()
+    # (True, 'ok', 200, '{"status":"ok","workers":1}')
+    check_queue(app, "default", threshold=1000).to_json()
+    # '{"status":"ok","queue":"default","depth":0,"threshold":1000}'
 
 :func:`check_workers` broadcasts a ``ping`` and returns as soon as
 ``min_workers`` workers have answered (so a healthy answer takes
@@ -25,6 +30,9 @@ queue that does not exist is ``unknown_queue``.
 Results are cached on the Celery app for ``cache_seconds`` (default 1 s), and
 concurrent identical probes share one broker round trip, so a burst of probes
 cannot flood busy workers with a ping storm.
+
+The worker check needs a broker with broadcast support (Redis, RabbitMQ);
+on others (SQS) no worker can answer and it reports ``no_workers``.
 """
 
 from __future__ import annotations

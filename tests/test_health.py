@@ -297,10 +297,9 @@ def test_cached_answer_expires_and_zero_disables_the_cache(fleet: Fleet) -> None
     assert first == later == uncached[0]
 
 
+@pytest.mark.parametrize("fleet", ["redis"], indirect=True)
 def test_probes_leave_no_reply_queues_behind_on_redis(fleet: Fleet) -> None:
     """After probes that stop early (late replies) and probes that time out, Redis holds only the workers' keys."""
-    if not fleet.url.startswith("redis"):
-        pytest.skip("Redis keys only")
     import redis
 
     for _ in range(5):

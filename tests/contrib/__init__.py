@@ -36,6 +36,7 @@ def isolated_app(url: str, name: str) -> Celery:
     app = Celery(name, broker=url, set_as_current=False)
     app.conf.control_exchange = name
     app.conf.task_default_queue = name
+    app.conf.broker_connection_retry_on_startup = True  # (Celery 5.3 warns without it)
     return app
 
 
@@ -48,10 +49,9 @@ def live_worker() -> Iterator[Live]:
     queue = f"{name}.backlog"
     for priority in (0, 5, 9):
         app.send_task("hb.noop", queue=queue, priority=priority)
-    worker = f"w1@{name}"
-    try:
-        with start_worker(app, pool="solo", perform_ping_check=False, hostname=worker, queues=[name]):
-            yield Live(app=app, name=name, worker=worker, queue=queue, url=url)
+    try:  # (Celery 5.3's start_worker picks the host name itself)
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=[name]) as worker:
+            yield Live(app=app, name=name, worker=worker.hostname, queue=queue, url=url)
     finally:
         import redis
 

@@ -22,7 +22,7 @@ from django.urls import include, path
 from . import DOWN_BODY, Live, down_app, isolated_app, live_worker
 
 if not settings.configured:
-    settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, DEBUG=False)
+    settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, SECRET_KEY="tests", DEBUG=False)
     django.setup()
 
 from celery_heartbeat.contrib import django as adapter  # after settings.configure()
