@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -167,11 +170,11 @@ class Beat:
 
 
 SCHEDULE: dict[str, Any] = {
-    "add-small": {"task": "proj.add", "schedule": timedelta(minutes=5), "args": (1, 2)},
-    "add-big": {"task": "proj.add", "schedule": timedelta(hours=1), "args": (10, 20)},
-    "Nightly report": {"task": "proj.report", "schedule": crontab(minute=0, hour=3), "kwargs": {"fmt": "pdf"}},
-    "mapped": {"task": "proj.mapped", "schedule": crontab(minute=0)},
-    "boom": {"task": "proj.boom", "schedule": timedelta(minutes=10), "options": {"expires": 60}},
+    "add-small": {"task": "am.add", "schedule": timedelta(minutes=5), "args": (1, 2)},
+    "add-big": {"task": "am.add", "schedule": timedelta(hours=1), "args": (10, 20)},
+    "Nightly report": {"task": "am.report", "schedule": crontab(minute=0, hour=3), "kwargs": {"fmt": "pdf"}},
+    "mapped": {"task": "am.mapped", "schedule": crontab(minute=0)},
+    "boom": {"task": "am.boom", "schedule": timedelta(minutes=10), "options": {"expires": 60}},
 }
 
 
@@ -180,20 +183,21 @@ def module_beat() -> Iterator[Beat]:
     with PingReceiver() as rx:
         app = Celery("automonitor_story", broker="memory://", backend="cache+memory://", set_as_current=False)
         app.conf.broker_transport_options = {"polling_interval": 0.01}
+        app.conf.task_default_queue = "automonitor_story"  # the memory broker is shared by the whole process
         app.conf.beat_schedule = SCHEDULE
 
-        @app.task(name="proj.add")
+        @app.task(name="am.add")
         def add(x: int, y: int) -> int:
             return x + y
 
-        @app.task(name="proj.report")
+        @app.task(name="am.report")
         def report(fmt: str) -> str:
             return fmt
 
-        @app.task(name="proj.mapped")
+        @app.task(name="am.mapped")
         def mapped() -> None: ...
 
-        @app.task(name="proj.boom")
+        @app.task(name="am.boom")
         def boom() -> None:
             raise RuntimeError("boom")
 
@@ -238,14 +242,14 @@ def test_beat_entries_ping_their_slug_url_and_same_task_entries_are_two_monitors
 def test_a_run_with_other_arguments_is_not_a_beat_run(beat: Beat) -> None:
     """The same task called by hand with arguments no entry has pings nothing."""
     hb = install(beat)
-    assert 10 == beat.app.tasks["proj.add"].delay(5, 5).get(timeout=15, interval=0.01)
+    assert 10 == beat.app.tasks["am.add"].delay(5, 5).get(timeout=15, interval=0.01)
     assert hb.flush(10)
     assert [] == paths(beat)
 
 
 def test_explicit_mapping_wins_over_auto_monitoring(beat: Beat) -> None:
     """An entry whose task is in heartbeat_urls pings that URL, not a slug URL."""
-    hb = install(beat, urls={"proj.mapped": beat.rx.url("explicit")})
+    hb = install(beat, urls={"am.mapped": beat.rx.url("explicit")})
     beat.send("mapped")
     assert hb.flush(10)
     assert ["GET /explicit"] == paths(beat)
@@ -308,3 +312,76 @@ def test_lookup_is_a_cheap_dict_lookup(unique_name: str) -> None:
         assert elapsed < 1.0, elapsed
     finally:
         hb.uninstall()
+
+
+BEAT_APP = """
+import celery_heartbeat
+from celery import Celery
+
+app = Celery({name!r}, broker={broker!r})
+app.conf.task_default_queue = {name!r}
+app.conf.broker_connection_retry_on_startup = True
+app.conf.beat_schedule = {{
+    "add-small": {{"task": "proj.add", "schedule": 1.0, "args": (1, 2)}},
+    "add-big": {{"task": "proj.add", "schedule": 1.0, "args": (10, 20), "options": {{"expires": 5}}}},
+    "Nightly boom": {{"task": "proj.boom", "schedule": 1.0}},
+}}
+app.conf.heartbeat_healthchecks_ping_key = {ping_key!r}
+app.conf.heartbeat_healthchecks_ping_url = {ping_url!r}
+app.conf.heartbeat_coalesce_seconds = 0
+celery_heartbeat.install(app)
+
+
+@app.task(name="proj.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="proj.boom")
+def boom():
+    raise ValueError("nope")
+"""
+
+
+@pytest.mark.slow
+def test_real_beat_and_prefork_worker_ping_each_entrys_slug(
+    redis_url: str, unique_name: str, tmp_path: Any, clean_env: dict[str, str]
+) -> None:
+    """`celery beat` sends the entries and prefork children (which build the entry table lazily) ping each slug."""
+    import subprocess
+    import sys
+
+    with PingReceiver() as rx:
+        module = BEAT_APP.format(name=unique_name, broker=redis_url, ping_key=PING_KEY, ping_url=rx.base_url)
+        (tmp_path / "beatapp.py").write_text(module)
+        env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
+        base = [sys.executable, "-m", "celery", "-A", "beatapp"]
+        worker_cmd = [*base, "worker", "-P", "prefork", "-c", "2", "-Q", unique_name, "--without-gossip"]
+        worker_cmd += ["--without-mingle", "--without-heartbeat", "-l", "INFO"]
+        beat_cmd = [*base, "beat", "-s", str(tmp_path / "schedule"), "--max-interval", "1", "-l", "INFO"]
+        procs = []
+        try:
+            with open(tmp_path / "worker.log", "wb") as wlog, open(tmp_path / "beat.log", "wb") as blog:
+                for cmd, log in ((worker_cmd, wlog), (beat_cmd, blog)):
+                    procs.append(
+                        subprocess.Popen(
+                            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                        )
+                    )
+            boom = slug_for("Nightly boom")
+            wanted = {f"/{PING_KEY}/add-small", f"/{PING_KEY}/add-big", f"/{PING_KEY}/{boom}/fail"}
+            try:
+                rx.wait_for(predicate=lambda p: p.path == f"/{PING_KEY}/add-small", timeout=45)
+                rx.wait_for(predicate=lambda p: p.path == f"/{PING_KEY}/add-big", timeout=20)
+                rx.wait_for(predicate=lambda p: p.path == f"/{PING_KEY}/{boom}/fail", timeout=20)
+            except AssertionError:
+                logs = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(logs + (tmp_path / "beat.log").read_text(errors="replace")[-2000:]) from None
+            seen = {p.path for p in rx.pings}
+            assert seen <= wanted, seen - wanted
+            assert "monitored automatically" in (tmp_path / "worker.log").read_text(errors="replace")
+        finally:
+            for proc in procs:  # the whole session: prefork children too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)

@@ -34,6 +34,8 @@ def celery_fire_times(cron: crontab, tz: str, count: int = 20) -> list[dt.dateti
     last = START.replace(tzinfo=zone)
     out = []
     for _ in range(count):
+        # Beat asks right after a run, so "now" is the last run time (Celery 5.3 compares the two).
+        cron.nowfun = lambda at=last: at
         last_run, delta, _now = cron.remaining_delta(last)
         last = last_run + delta
         out.append(last.replace(tzinfo=None))
