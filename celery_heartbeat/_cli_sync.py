@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from celery.bin.base import CeleryCommand
 
 from celery_heartbeat.sync import sync_monitors
 
 _STYLES = {"+": "green", "~": "yellow", "-": "red", "x": "red", "!": "yellow", "?": "yellow"}
 
 
-@click.command("sync")
+@click.command("sync", cls=CeleryCommand)
 @click.option("--dry-run", is_flag=True, help="Print what would change on the provider, change nothing.")
 @click.option("--prune", is_flag=True, help="Also delete monitors this app created whose beat entry is gone.")
 @click.pass_context
@@ -22,7 +23,7 @@ def sync(ctx: click.Context, dry_run: bool, prune: bool) -> None:
     failed or a monitor conflicts with another app's; warnings (entries whose
     schedule cannot be expressed) are printed but do not fail.
     """
-    obj: Any = ctx.obj
+    obj: Any = ctx.find_root().obj
     app = getattr(obj, "app", None)
     if app is None:
         raise click.UsageError("no Celery app: run it as `celery -A proj heartbeat sync`")
