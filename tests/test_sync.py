@@ -481,3 +481,16 @@ def test_database_scheduler_entries_are_synced_with_their_own_zone(
     assert 600 == hc.by_slug("poll-feeds")["timeout"]
     assert 3600 == hc.by_slug("from-settings")["timeout"]
     assert {"tokyo-standup", "poll-feeds", "from-settings"} == {c["slug"] for c in hc.checks.values()}
+
+
+def test_a_monitor_prefix_keeps_two_environments_apart(hc: FakeHealthchecks, unique_name: str) -> None:
+    """heartbeat_monitor_prefix prefixes slug, name and marker, so staging never prunes or claims production's."""
+    prod = hc_app(unique_name, hc, {"nightly-report": NIGHTLY})
+    staging = hc_app(unique_name, hc, {"nightly-report": NIGHTLY}, heartbeat_monitor_prefix="staging-")
+    assert sync_monitors(prod).ok
+    assert sync_monitors(staging).ok
+    check = hc.by_slug("staging-nightly-report")
+    assert ("staging-nightly-report", f"celery-heartbeat:staging-{unique_name}") == (check["name"], check["tags"])
+    staging.conf.beat_schedule = {}
+    assert {"staging-nightly-report": "delete"} == actions(sync_monitors(staging, prune=True))
+    assert ["nightly-report"] == [c["slug"] for c in hc.checks.values()]
