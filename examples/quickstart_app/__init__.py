@@ -1,0 +1,1 @@
+"""The Celery app that ``examples/quickstart.py`` runs in a worker and in ``celery beat``."""
