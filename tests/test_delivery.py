@@ -1,0 +1,304 @@
+"""Delivery under faults: deliver() itself, then real workers against a real endpoint playing each fault.
+
+Every fault is played by a real local HTTP endpoint (or a closed port, an
+unresolvable host, TLS spoken to a plain-HTTP port). Through a worker, each
+must leave tasks untouched (normal results, no slowdown, no traceback in the
+worker's log), log the trouble once with the URL redacted, keep pending pings
+bounded, and deliver once the endpoint recovers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+import requests
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+import celery_heartbeat
+from celery_heartbeat._delivery import DeliveryPolicy, Result, deliver
+from celery_heartbeat._providers import WireRequest
+from celery_heartbeat._transport import RequestsTransport
+from celery_heartbeat.testing import PingReceiver
+
+SECRET = "6e1fbf8f-cd5c-4a9c-b3b2-secret"
+POLICY = DeliveryPolicy(timeout=0.5, max_attempts=2, backoff_initial=0.05)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A local port nothing listens on (connections are refused) until a test binds it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def get(url: str, policy: DeliveryPolicy = POLICY, **kwargs: object) -> tuple[Result, int, str | None, float]:
+    transport = RequestsTransport()
+    try:
+        outcome = deliver(transport, WireRequest("GET", url), policy, **kwargs)  # type: ignore[arg-type]
+    finally:
+        transport.close()
+    return outcome.result, outcome.attempts, outcome.error, outcome.elapsed
+
+
+# -- deliver() ------------------------------------------------------------------------------
+
+
+def test_a_2xx_is_sent_on_the_first_attempt(heartbeat_receiver: PingReceiver) -> None:
+    """A healthy endpoint gets exactly one request."""
+    assert (Result.SENT, 1, None) == get(heartbeat_receiver.url("ok"))[:3]
+    assert 1 == len(heartbeat_receiver.pings)
+
+
+def test_a_5xx_is_retried_up_to_max_attempts(heartbeat_receiver: PingReceiver) -> None:
+    """HTTP 500 is retried; after max_attempts the outcome is FAILED, naming the status."""
+    heartbeat_receiver.respond(500)
+    policy = DeliveryPolicy(timeout=0.5, max_attempts=3, backoff_initial=0.05)
+    assert (Result.FAILED, 3, "HTTP 500") == get(heartbeat_receiver.url("m"), policy)[:3]
+    assert 3 == len(heartbeat_receiver.pings)
+
+
+def test_a_4xx_is_rejected_without_retrying(heartbeat_receiver: PingReceiver) -> None:
+    """404 means a wrong URL: retrying cannot help."""
+    heartbeat_receiver.respond(404)
+    assert (Result.REJECTED, 1, "HTTP 404") == get(heartbeat_receiver.url("m"))[:3]
+
+
+def test_retry_after_is_waited_out_between_attempts(heartbeat_receiver: PingReceiver) -> None:
+    """429 with Retry-After: 1 delays the second attempt by at least a second."""
+    heartbeat_receiver.respond(429, headers={"Retry-After": "1"})
+    assert (Result.FAILED, 2, "HTTP 429") == get(heartbeat_receiver.url("m"))[:3]
+    first, second = heartbeat_receiver.pings
+    assert second.time - first.time >= 0.95
+
+
+def test_a_long_retry_after_ends_the_delivery_and_is_reported(heartbeat_receiver: PingReceiver) -> None:
+    """Retry-After beyond the inline wait returns at once with the hint, for the sender to back off."""
+    heartbeat_receiver.respond(429, headers={"Retry-After": "120"})
+    transport = RequestsTransport()
+    outcome = deliver(transport, WireRequest("GET", heartbeat_receiver.url("m")), POLICY)
+    transport.close()
+    assert (Result.FAILED, 1, 120.0) == (outcome.result, outcome.attempts, outcome.retry_after)
+    assert outcome.elapsed < 0.5
+
+
+def test_retry_after_as_an_http_date_is_understood(heartbeat_receiver: PingReceiver) -> None:
+    """Retry-After may be an HTTP date: it becomes the seconds until then."""
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    heartbeat_receiver.respond(503, headers={"Retry-After": when})
+    transport = RequestsTransport()
+    outcome = deliver(transport, WireRequest("GET", heartbeat_receiver.url("m")), POLICY)
+    transport.close()
+    assert outcome.retry_after is not None and 28 <= outcome.retry_after <= 30
+
+
+def test_a_hang_costs_one_timeout_per_attempt(heartbeat_receiver: PingReceiver) -> None:
+    """An endpoint that never answers fails each attempt after `timeout`, not after its own delay."""
+    heartbeat_receiver.respond(200, delay=10)
+    result, attempts, error, elapsed = get(heartbeat_receiver.url("m"))
+    assert (Result.FAILED, 2, "timed out") == (result, attempts, error)
+    assert 1.0 <= elapsed < 2.0
+
+
+def test_a_deadline_cuts_attempts_short(heartbeat_receiver: PingReceiver) -> None:
+    """At shutdown the deadline bounds the whole delivery, whatever the per-attempt timeout."""
+    heartbeat_receiver.respond(200, delay=10)
+    policy = DeliveryPolicy(timeout=5.0, max_attempts=3)
+    end = time.monotonic() + 0.3
+    result, _, _, elapsed = get(heartbeat_receiver.url("m"), policy, deadline=lambda: end)
+    assert Result.FAILED == result
+    assert elapsed < 0.8
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("refused", "connection refused"),
+        ("reset", "connection closed mid-response"),
+        ("tls", "TLS error"),
+        ("unresolvable", "host name not resolved"),
+    ],
+)
+def test_network_faults_are_described_without_the_url(
+    heartbeat_receiver: PingReceiver, free_port: int, fault: str, expected: str
+) -> None:
+    """Each network fault yields a short description that never contains the (secret) URL."""
+    urls = {
+        "refused": f"http://127.0.0.1:{free_port}/{SECRET}",
+        "reset": heartbeat_receiver.url(SECRET),
+        "tls": f"https://127.0.0.1:{heartbeat_receiver.port}/{SECRET}",
+        "unresolvable": f"http://heartbeat.example.invalid/{SECRET}",
+    }
+    heartbeat_receiver.reset_connections(fault == "reset")
+    result, attempts, error, _ = get(urls[fault])
+    assert (Result.FAILED, 2, expected) == (result, attempts, error)
+
+
+def test_a_transport_bug_never_escapes(heartbeat_receiver: PingReceiver) -> None:
+    """An unexpected exception from a transport becomes a FAILED outcome, not an exception."""
+
+    class Broken(RequestsTransport):
+        def send(self, request: WireRequest, timeout: float) -> requests.Response:
+            raise RuntimeError("bug")
+
+    outcome = deliver(Broken(), WireRequest("GET", heartbeat_receiver.url("m")), POLICY)
+    assert (Result.FAILED, "RuntimeError") == (outcome.result, outcome.error)
+
+
+# -- through a real worker ------------------------------------------------------------------
+
+
+class Records(logging.Handler):
+    """Every record the worker's loggers emit during a test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def worker_log() -> Iterator[Records]:
+    """Collects records from the `celery` and `celery_heartbeat` loggers (Celery may hijack the root)."""
+    handler = Records()
+    loggers = [logging.getLogger(name) for name in ("celery", "celery_heartbeat")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield handler
+    for logger, level in zip(loggers, levels):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@dataclass
+class Fault:
+    url: str
+    timeout: float = 0.5
+    #: Makes the endpoint healthy; returns the receiver that will then get the pings.
+    recover: Callable[[], PingReceiver] | None = None
+    logs_trouble: bool = True
+
+
+def arrange(fault: str, rx: PingReceiver, free_port: int, stack: ExitStack) -> Fault:
+    """Make the endpoint misbehave as `fault` says."""
+
+    def healthy() -> PingReceiver:
+        rx.healthy()
+        return rx
+
+    if fault == "refused":
+        return Fault(
+            f"http://127.0.0.1:{free_port}/{SECRET}",
+            recover=lambda: stack.enter_context(PingReceiver(port=free_port)),
+        )
+    if fault == "http_500":
+        rx.respond(500)
+    elif fault == "429_retry_after":
+        rx.respond(429, headers={"Retry-After": "1"})
+    elif fault == "hang":
+        rx.respond(200, delay=10)
+    elif fault == "reset":
+        rx.reset_connections()
+    elif fault == "latency_2s":
+        rx.respond(200, delay=2.0)
+        return Fault(rx.url(SECRET), timeout=3.0, recover=lambda: rx, logs_trouble=False)
+    elif fault == "unresolvable":
+        return Fault(f"http://heartbeat.example.invalid/{SECRET}")
+    elif fault == "tls_to_plain_http":
+        return Fault(f"https://127.0.0.1:{rx.port}/{SECRET}")
+    return Fault(rx.url(SECRET), recover=healthy)
+
+
+@dataclass
+class Worker:
+    app: Celery
+    add: Any
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    """One in-process threads worker on memory:// for the module (stopping one takes seconds)."""
+    name = f"faults{uuid.uuid4().hex[:8]}"
+    app = Celery(name, broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.broker_transport_options = {"polling_interval": 0.01}
+    app.conf.task_default_queue = name
+
+    @app.task(name="proj.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
+        yield Worker(app, add)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+FAULTS = ["refused", "http_500", "429_retry_after", "hang", "latency_2s", "reset", "unresolvable", "tls_to_plain_http"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_sick_endpoint_never_touches_tasks_and_pings_resume_on_recovery(
+    fault: str, worker: Worker, heartbeat_receiver: PingReceiver, free_port: int, worker_log: Records
+) -> None:
+    """Tasks succeed at full speed with normal results; trouble is logged once, redacted; pings resume."""
+    add = worker.add
+    with ExitStack() as stack:
+        setup = arrange(fault, heartbeat_receiver, free_port, stack)
+        hb = celery_heartbeat.install(
+            worker.app,
+            urls={"proj.add": {"url": setup.url, "provider": "healthchecks"}},
+            send_start=True,
+            coalesce_seconds=0,
+            timeout=setup.timeout,
+            max_attempts=2,
+            backoff_max=0.5,
+            shutdown_timeout=1.0,
+        )
+        stack.callback(hb.uninstall)
+        started = time.monotonic()
+        results = [add.delay(i, i) for i in range(40)]
+        assert [2 * i for i in range(40)] == [r.get(timeout=10) for r in results]
+        last = add.delay(1, 1)  # after every other run: its finish is the newest ping
+        assert 2 == last.get(timeout=10)
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.5, f"41 trivial tasks took {elapsed:.2f}s"
+        assert hb.stats()["pending"] <= 3 + 2  # start, success, failure; a start in flight and its finish
+        if setup.logs_trouble:
+            wait_until(lambda: hb.stats()["failed"] >= 1)
+        if setup.recover is not None:
+            target = setup.recover()
+            recovered = time.time()
+            assert hb.flush(10.0)
+            delivered = [p for p in target.pings if p.time >= recovered and p.status == 200]
+            assert last.id in {p.query.get("rid") for p in delivered if p.is_success}
+        if fault == "429_retry_after":
+            first_429, after = [p.time for p in heartbeat_receiver.pings][:2]
+            assert after - first_429 >= 0.95
+
+    assert [] == [r for r in worker_log.records if r.exc_info or r.levelno >= logging.ERROR]
+    ours = [r.getMessage() for r in worker_log.records if r.name == "celery_heartbeat"]
+    trouble = [m for m in ours if "cannot deliver pings" in m]
+    assert (1 if setup.logs_trouble else 0) == len(trouble)
+    assert not any(SECRET in m or SECRET[:8] in m for m in ours)
+    if setup.logs_trouble:
+        assert "/6e1f…" in trouble[0]
