@@ -4,6 +4,8 @@ import celery_heartbeat
 celery_heartbeat.install(app)
 """
 
+from celery_heartbeat._beat import install_beat_liveness
+from celery_heartbeat._canvas import heartbeat_signature, with_heartbeat
 from celery_heartbeat._exceptions import ConfigurationError, HeartbeatError
 from celery_heartbeat._heartbeat import Heartbeat, install
 from celery_heartbeat._monitor import Monitor
@@ -14,6 +16,9 @@ __all__ = [
     "Heartbeat",
     "HeartbeatError",
     "Monitor",
+    "heartbeat_signature",
     "install",
+    "install_beat_liveness",
     "redact",
+    "with_heartbeat",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 
 from celery_heartbeat._automonitor import AutoMonitors
+from celery_heartbeat._beat import install_beat_liveness
 from celery_heartbeat._delivery import DeliveryPolicy
 from celery_heartbeat._hooks import Hooks
 from celery_heartbeat._monitor import Monitor, MonitorSpec
@@ -15,6 +16,7 @@ from celery_heartbeat._registry import Registry
 from celery_heartbeat._runs import RunBook
 from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
 from celery_heartbeat._settings import Settings, settings_from_app
+from celery_heartbeat._tasks import register_tasks
 
 _ATTR = "_celery_heartbeat"
 
@@ -98,6 +100,8 @@ def install(app: Celery, *, urls: Mapping[str, Any] | None = None, **settings: A
     if urls is not None:
         overrides["urls"] = urls
     parsed = settings_from_app(app.conf, overrides)
+    # Always, also when disabled: canvases built with them must never fail with NotRegistered.
+    register_tasks(app)
     previous = installed(app)
     if previous is not None:
         if previous.settings == parsed:
@@ -106,4 +110,6 @@ def install(app: Celery, *, urls: Mapping[str, Any] | None = None, **settings: A
     handle = Heartbeat(app, parsed)
     setattr(app, _ATTR, handle)
     handle._activate()
+    if parsed.enabled and parsed.beat_url is not None:
+        install_beat_liveness(app, parsed.beat_url, parsed.beat_every)
     return handle

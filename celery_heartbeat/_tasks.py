@@ -1,0 +1,200 @@
+"""The library's own tasks: the canvas ping and the beat-liveness ping.
+
+They are registered on every installed app, also when `heartbeat_enabled` is
+False (they then send nothing), so a canvas built with them never fails with
+NotRegistered. Both deliver synchronously, because the ping *is* the task's
+work, and bound their time: a worker slot is held at most timeout x attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Union
+
+from celery import Celery, Task
+
+from celery_heartbeat._delivery import DeliveryPolicy, Outcome, deliver
+from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat._monitor import Monitor, parse_monitor
+from celery_heartbeat._ping import Ping
+from celery_heartbeat._providers import Kind, WireRequest
+from celery_heartbeat._redact import redact
+from celery_heartbeat._registry import is_glob
+from celery_heartbeat._settings import Settings, settings_from_app
+from celery_heartbeat._transport import RequestsTransport
+
+logger = logging.getLogger("celery_heartbeat")
+
+PING_TASK = "celery_heartbeat.ping"
+BEAT_TASK = "celery_heartbeat.beat_liveness"
+
+KINDS: tuple[Kind, ...] = ("start", "success", "failure")
+
+Target = Union[str, Mapping[str, Any], None]
+"""What travels in a ping task's message: a `heartbeat_urls` name, a URL, a monitor dict, or None."""
+
+
+def check_kind(kind: object) -> Kind:
+    for known in KINDS:
+        if kind == known:
+            return known
+    raise ConfigurationError("kind", kind, f"expected one of {list(KINDS)}")
+
+
+def check_target(target: object) -> Target:
+    """Validate a monitor reference where it is written, so a typo fails at build time, not on a worker.
+
+    A name (no ``://``) is resolved on the worker from its `heartbeat_urls`, so it is
+    only checked for shape here: the producer may legitimately lack the URLs.
+    """
+    if target is None or target == "":
+        return None
+    if isinstance(target, str):
+        if "://" in target:
+            monitor = parse_monitor("url_or_monitor", target)
+            return None if monitor is None else monitor.url
+        name = target.strip()
+        if not name or is_glob(name):
+            raise ConfigurationError(
+                "url_or_monitor", target, "expected a URL, a monitor dict or a heartbeat_urls name (not a glob)"
+            )
+        return name
+    if isinstance(target, Mapping):
+        if parse_monitor("url_or_monitor", target) is None:
+            return None
+        return {str(key): value for key, value in target.items()}
+    raise ConfigurationError("url_or_monitor", target, "expected a URL, a monitor dict or a heartbeat_urls name")
+
+
+def current_settings(app: Celery) -> Settings:
+    """The installed app's settings, or the app's own `heartbeat_*` settings when never installed."""
+    from celery_heartbeat._heartbeat import installed
+
+    handle = installed(app)
+    return handle.settings if handle is not None else settings_from_app(app.conf, {})
+
+
+def resolve_target(app: Celery, target: Target) -> Monitor | None:
+    """The monitor a ping task's target means on this worker (None: nothing to ping)."""
+    if target is None:
+        return None
+    if isinstance(target, str) and "://" not in target:
+        from celery_heartbeat._heartbeat import installed
+
+        handle = installed(app)
+        if handle is not None:
+            return handle.registry.by_name(target)
+        return settings_from_app(app.conf, {}).urls.get(target)
+    return parse_monitor("url_or_monitor", target)
+
+
+def send_now(
+    monitor: Monitor,
+    kind: Kind,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    detail: str | None = None,
+) -> tuple[WireRequest | None, Outcome | None]:
+    """Deliver one ping in this thread, within timeout x attempts; (None, None) if the provider lacks `kind`."""
+    request = Ping(monitor, kind, run_id, detail=detail).request()
+    if request is None:
+        return None, None
+    policy = DeliveryPolicy(
+        timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max
+    )
+    budget = time.monotonic() + settings.timeout * settings.max_attempts
+    transport = RequestsTransport()
+    try:
+        return request, deliver(transport, request, policy, deadline=lambda: budget)
+    finally:
+        transport.close()
+
+
+def _wants(monitor: Monitor, kind: Kind, settings: Settings) -> bool:
+    if kind == "failure":
+        return settings.send_failure if monitor.failure is None else monitor.failure
+    return True
+
+
+def _log(request: WireRequest, outcome: Outcome, what: str) -> None:
+    if outcome.sent:
+        logger.debug("celery-heartbeat: %s sent to %s (HTTP %s)", what, redact(request.url), outcome.status)
+    else:
+        logger.warning(
+            "celery-heartbeat: %s to %s failed after %d attempt(s): %s",
+            what,
+            redact(request.url),
+            outcome.attempts,
+            outcome.error,
+        )
+
+
+def ping_task(
+    self: Task, *results: Any, target: Target = None, kind: str = "success", passthrough: bool = False
+) -> Any:
+    """Ping `target` now. Never raises: a monitor's trouble must not fail the canvas it reports on.
+
+    `passthrough=True` returns the first positional argument (the chord header's
+    results), so a group wrapped into a chord still yields its results.
+    """
+    value = results[0] if passthrough and results else None
+    try:
+        settings = current_settings(self.app)
+        if not settings.enabled:
+            return value
+        monitor = resolve_target(self.app, target)
+        if monitor is None:
+            if isinstance(target, str) and "://" not in target:
+                logger.error("celery-heartbeat: no heartbeat_urls entry named %r on this worker", target)
+            return value
+        checked = check_kind(kind)
+        if not _wants(monitor, checked, settings):
+            return value
+        request = self.request
+        run_id = request.root_id or request.group or request.id
+        wire, outcome = send_now(monitor, checked, settings, run_id=run_id)
+        if wire is not None and outcome is not None:
+            _log(wire, outcome, f"canvas {checked} ping")
+    except Exception:
+        logger.exception("celery-heartbeat: canvas ping failed (the canvas is unaffected)")
+    return value
+
+
+def beat_liveness_task(self: Task) -> None:
+    """Ping the beat-liveness monitor: beat sent this message, the broker kept it, a worker ran it."""
+    from celery_heartbeat._beat import liveness_of
+
+    try:
+        settings = current_settings(self.app)
+        if not settings.enabled:
+            return
+        liveness = liveness_of(self.app)
+        if liveness is None:
+            logger.error(
+                "celery-heartbeat: beat-liveness task received, but this worker's app has no "
+                "install_beat_liveness() / heartbeat_beat_url: configure it where workers import the app"
+            )
+            return
+        wire, outcome = send_now(liveness.monitor, "success", settings, run_id=self.request.id)
+        if wire is not None and outcome is not None:
+            _log(wire, outcome, "beat-liveness ping")
+    except Exception:
+        logger.exception("celery-heartbeat: beat-liveness ping failed")
+
+
+def register_tasks(app: Celery) -> None:
+    """Register both tasks on `app` only (never shared with other apps); idempotent, finalizes nothing.
+
+    Bound tasks: Celery then always sends them as messages when used as an errback,
+    instead of calling them inline in the process that handles the failure.
+    """
+    # Eager registration unless the app refuses it (autofinalize=False): then at finalize.
+    lazy = not (app.finalized or app.autofinalize)
+    options: dict[str, Any] = {"bind": True, "shared": False, "lazy": lazy, "ignore_result": False}
+    if PING_TASK not in app._tasks:
+        app.task(name=PING_TASK, **options)(ping_task)
+    if BEAT_TASK not in app._tasks:
+        app.task(name=BEAT_TASK, **dict(options, ignore_result=True))(beat_liveness_task)

@@ -1,0 +1,169 @@
+"""Beat liveness: beat -> broker -> worker -> monitor, every period, and silence soon after beat dies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from celery import Celery, signals
+from celery.beat import Service
+from celery.contrib.testing.worker import start_worker
+
+import celery_heartbeat
+from celery_heartbeat import ConfigurationError, install_beat_liveness
+from celery_heartbeat._beat import ENTRY_NAME
+from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._tasks import BEAT_TASK
+from celery_heartbeat.testing import PingReceiver
+
+
+def test_liveness_entry_expires_after_one_period_and_carries_no_url(make_app: Callable[..., Celery]) -> None:
+    """The beat entry runs the library's task every period, expires after one, and holds no URL."""
+    app = make_app()
+    install_beat_liveness(app, "https://hc-ping.com/5ecret-beat-uuid", every=30, queue="beats")
+    entry = app.conf.beat_schedule[ENTRY_NAME]
+    assert BEAT_TASK == entry["task"]
+    assert dt.timedelta(seconds=30) == entry["schedule"]
+    assert {"expires": 30.0, "queue": "beats"} == entry["options"]
+    assert "5ecret" not in repr(app.conf.beat_schedule)
+    assert ENTRY_NAME not in (make_app().conf.beat_schedule or {})  # another app's schedule is untouched
+
+
+def test_beat_url_setting_installs_the_entry_and_disabled_installs_none(make_app: Callable[..., Celery]) -> None:
+    """`heartbeat_beat_url` / `heartbeat_beat_every` add the entry; with heartbeat_enabled=False nothing is added."""
+    app = make_app(heartbeat_beat_url="https://hc-ping.com/abc-beat", heartbeat_beat_every=5)
+    celery_heartbeat.install(app)
+    assert dt.timedelta(seconds=5) == app.conf.beat_schedule[ENTRY_NAME]["schedule"]
+    off = make_app(heartbeat_beat_url="https://hc-ping.com/abc-beat", heartbeat_enabled=False)
+    celery_heartbeat.install(off)
+    assert BEAT_TASK in off.tasks
+    assert ENTRY_NAME not in (off.conf.beat_schedule or {})
+
+
+def test_install_beat_liveness_validates_its_arguments(make_app: Callable[..., Celery]) -> None:
+    """A bad URL or a period that is not a positive number raises ConfigurationError naming it."""
+    app = make_app()
+    for every in (0, -1, "60", True, float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError) as info:
+            install_beat_liveness(app, "https://hc-ping.com/abc", every=every)  # type: ignore[arg-type]
+        assert "every" == info.value.key
+    with pytest.raises(ConfigurationError) as info:
+        install_beat_liveness(app, "ftp://hc-ping.com/abc")
+    assert "heartbeat_beat_url" == info.value.key
+    install_beat_liveness(app, "")  # an unset environment variable: disabled, quietly
+    assert ENTRY_NAME not in (app.conf.beat_schedule or {})
+
+
+def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..., Celery], tmp_path: Path) -> None:
+    """A later `app.conf.beat_schedule = {...}` drops the entry from the config, and beat_init puts it back."""
+    app = make_app()
+    install_beat_liveness(app, "https://hc-ping.com/abc-beat", every=7)
+    app.conf.beat_schedule = {"report": {"task": "proj.report", "schedule": 60.0}}
+    service = Service(app, schedule_filename=str(tmp_path / "schedule"))
+    try:
+        assert ["report"] == sorted(k for k in service.scheduler.schedule if not k.startswith("celery."))
+        signals.beat_init.send(sender=service)
+        entry = service.scheduler.schedule[ENTRY_NAME]
+        assert (BEAT_TASK, 7.0) == (entry.task, entry.options["expires"])
+        assert {"report", ENTRY_NAME} == set(app.conf.beat_schedule)
+    finally:
+        service.scheduler.close()
+
+
+def test_an_expired_liveness_message_sends_nothing_not_even_a_failure_ping(make_app: Callable[..., Celery]) -> None:
+    """A backlog message that expired is revoked without a liveness ping, and is no failure for the hooks."""
+    app = make_app()
+    with PingReceiver() as rx:
+        celery_heartbeat.install(app, urls={BEAT_TASK: {"url": rx.url("hooks"), "provider": "healthchecks"}})
+        install_beat_liveness(app, rx.url("alive"), every=60)
+        with start_worker(app, pool="solo", perform_ping_check=False):
+            app.send_task(BEAT_TASK, expires=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5))
+            app.send_task(BEAT_TASK)
+            rx.wait_for(1, name="alive")
+            handle = installed(app)
+            assert handle is not None and handle.flush(5.0)
+            rx.wait_for(1, name="hooks")
+            time.sleep(0.3)
+        assert 1 == len(rx.pings_for("alive"))
+        assert ["/hooks"] == [p.path for p in rx.pings_for("hooks")]  # success of the fresh one, no /fail
+
+
+APP_MODULE = """
+from celery import Celery
+import celery_heartbeat
+
+app = Celery("{name}", broker="{broker}")
+app.conf.task_default_queue = "{name}"
+app.conf.control_exchange = "{name}"
+app.conf.broker_connection_retry_on_startup = True
+celery_heartbeat.install(app)
+celery_heartbeat.install_beat_liveness(app, "{url}", every=1)
+# Later code replaces the schedule wholesale: the liveness entry must survive it.
+app.conf.beat_schedule = {{"hourly": {{"task": "{name}.noop", "schedule": 3600.0}}}}
+
+
+@app.task(name="{name}.noop")
+def noop():
+    return None
+"""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.mark.slow
+def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies(
+    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """Real beat + worker with every=1: one ping a second, no burst from the backlog, silence after beat stops."""
+    with PingReceiver() as rx:
+        module = f"beatapp_{unique_name}"
+        source = APP_MODULE.format(name=unique_name, broker=redis_url, url=rx.url("beat"))
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
+        celery = [sys.executable, "-m", "celery", "-A", module]
+        beat_cmd = [*celery, "beat", "-s", str(tmp_path / "schedule"), "-l", "info"]
+        worker_cmd = [*celery, "worker", "-P", "solo", "--without-gossip", "--without-mingle", "-l", "info"]
+        beat_log, worker_log = (tmp_path / "beat.log").open("wb"), (tmp_path / "worker.log").open("wb")
+        beat = worker = None
+        try:
+            # Beat first: the messages it sends while no worker runs expire instead of bursting later.
+            beat = subprocess.Popen(beat_cmd, cwd=tmp_path, env=env, stdout=beat_log, stderr=subprocess.STDOUT)
+            time.sleep(3.0)
+            worker = subprocess.Popen(worker_cmd, cwd=tmp_path, env=env, stdout=worker_log, stderr=subprocess.STDOUT)
+            rx.wait_for(5, name="beat", timeout=45)
+            _stop(beat)
+            stopped = time.time()
+            time.sleep(3.0)
+        finally:
+            for proc in (beat, worker):
+                if proc is not None:
+                    _stop(proc)
+            beat_log.close()
+            worker_log.close()
+            _drop_queue(redis_url, unique_name)
+        times = [p.time for p in rx.pings_for("beat")]
+        gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+        assert len(times) >= 5, (tmp_path / "beat.log").read_text()
+        assert all(0.5 <= gap <= 2.0 for gap in gaps), gaps  # every second, and no burst of stale pings
+        assert max(times) <= stopped + 2 * 1.0, (max(times) - stopped, gaps)
+
+
+def _drop_queue(broker: str, queue: str) -> None:
+    app = Celery("cleanup", broker=broker, set_as_current=False)
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(queue)

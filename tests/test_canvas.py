@@ -1,0 +1,269 @@
+"""Canvas completion pings: one success ping when the whole canvas finished, one failure ping otherwise.
+
+One in-process threads worker on Redis (broker and result backend: chords need
+one) serves the module; every test pings its own monitor names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from celery import Celery, chain, chord, group
+from celery.contrib.testing.worker import start_worker
+from conftest import REDIS_HOST, REDIS_PORT, require_broker
+
+import celery_heartbeat
+from celery_heartbeat import ConfigurationError, heartbeat_signature, with_heartbeat
+from celery_heartbeat._tasks import PING_TASK
+from celery_heartbeat.testing import Ping, PingReceiver
+
+SETTLE = 0.7  # after the expected ping: long enough for a wrong extra ping to show up
+
+
+@dataclass
+class Rig:
+    app: Celery
+    rx: PingReceiver
+    tasks: dict[str, Any]
+
+    def monitor(self, name: str) -> dict[str, str]:
+        """A Healthchecks-style monitor on the receiver, so failure pings are told apart (`/fail`)."""
+        return {"url": self.rx.url(name), "provider": "healthchecks"}
+
+    def pings(self, name: str) -> tuple[list[Ping], list[Ping]]:
+        """(success pings, failure pings) for one monitor name."""
+        pings = self.rx.pings_for(name)
+        return [p for p in pings if p.is_success], [p for p in pings if p.path.endswith("/fail")]
+
+
+def _define(app: Celery) -> dict[str, Any]:
+    @app.task(name="canvas.stamp")
+    def stamp(delay: float) -> float:
+        time.sleep(delay)
+        return time.time()
+
+    @app.task(name="canvas.latest")
+    def latest(stamps: list[float]) -> float:
+        return max(stamps)
+
+    @app.task(name="canvas.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="canvas.boom")
+    def boom(*_: Any) -> None:
+        raise ValueError("boom")
+
+    return {"stamp": stamp, "latest": latest, "add": add, "boom": boom}
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    require_broker("Redis", REDIS_HOST, REDIS_PORT)
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{os.environ.get('PYTEST_REDIS_DB', '1')}"
+    name = f"t{uuid.uuid4().hex[:10]}"
+    with PingReceiver() as rx:
+        app = Celery(name, broker=url, backend=url, set_as_current=False)
+        app.conf.task_default_queue = name
+        app.conf.control_exchange = name
+        app.conf.result_expires = 300
+        tasks = _define(app)
+        celery_heartbeat.install(app, urls={"nightly": {"url": rx.url("nightly"), "provider": "healthchecks"}})
+        with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
+            yield Rig(app, rx, tasks)
+
+
+def test_chord_of_six_pings_success_once_after_its_last_header_task(rig: Rig) -> None:
+    """A chord of 6 sends exactly one success ping, after its last header task finished."""
+    stamp, latest = rig.tasks["stamp"], rig.tasks["latest"]
+    canvas = chord([stamp.si(0.05 * i) for i in range(6)], latest.s())
+    result = with_heartbeat(canvas, rig.monitor("chord6"), app=rig.app).apply_async()
+    last_header_finished = result.get(timeout=20)
+    (ping,) = rig.rx.wait_for(1, name="chord6")
+    time.sleep(SETTLE)
+    successes, failures = rig.pings("chord6")
+    assert (1, 0) == (len(successes), len(failures))
+    assert ping.time >= last_header_finished
+    assert 6 == len(result.parent.get(timeout=5))
+
+
+def test_chord_whose_header_task_fails_pings_failure_once_and_no_success(rig: Rig) -> None:
+    """A chord whose header task fails sends one failure ping and no success ping."""
+    stamp, boom, latest = rig.tasks["stamp"], rig.tasks["boom"], rig.tasks["latest"]
+    canvas = chord([stamp.si(0.01), boom.si(), stamp.si(0.02), boom.si()], latest.s())
+    result = with_heartbeat(canvas, rig.monitor("chordfail"), app=rig.app).apply_async()
+    rig.rx.wait_for(1, name="chordfail", timeout=15)
+    time.sleep(SETTLE)
+    successes, failures = rig.pings("chordfail")
+    assert (0, 1) == (len(successes), len(failures))
+    assert "FAILURE" == result.state
+
+
+def test_chain_pings_once_after_its_last_link_and_keeps_its_result(rig: Rig) -> None:
+    """A chain pings success once after its last link, and its result is still the last link's."""
+    add = rig.tasks["add"]
+    result = with_heartbeat(chain(add.s(1, 2), add.s(3), add.s(4)), rig.monitor("chain"), app=rig.app).delay()
+    assert 10 == result.get(timeout=15)
+    (ping,) = rig.rx.wait_for(1, name="chain")
+    time.sleep(SETTLE)
+    successes, failures = rig.pings("chain")
+    assert (1, 0) == (len(successes), len(failures))
+    assert result.date_done is not None
+    assert ping.time >= result.date_done.timestamp() - 0.01
+
+
+def test_chain_failing_in_the_middle_pings_failure_once(rig: Rig) -> None:
+    """A chain whose middle link fails sends one failure ping and no success ping."""
+    add, boom = rig.tasks["add"], rig.tasks["boom"]
+    canvas = chain(add.s(1, 2), boom.s(), add.s(4))
+    with_heartbeat(canvas, rig.monitor("chainfail"), app=rig.app).delay()
+    rig.rx.wait_for(1, name="chainfail", timeout=15)
+    time.sleep(SETTLE)
+    successes, failures = rig.pings("chainfail")
+    assert (0, 1) == (len(successes), len(failures))
+
+
+def test_nested_canvas_pings_success_once_at_its_very_end(rig: Rig) -> None:
+    """A chain holding a chord, a chain and a trailing group pings once, after everything."""
+    add, stamp, latest = rig.tasks["add"], rig.tasks["stamp"], rig.tasks["latest"]
+    canvas = chain(
+        add.si(1, 1),
+        chord([stamp.si(0.01), stamp.si(0.05)], latest.s()),
+        chain(add.si(2, 2), group(add.si(3, 3), add.si(4, 4))),
+    )
+    result = with_heartbeat(canvas, rig.monitor("nested"), app=rig.app).apply_async()
+    assert [6, 8] == result.get(timeout=20)
+    rig.rx.wait_for(1, name="nested")
+    time.sleep(SETTLE)
+    assert (1, 0) == tuple(map(len, rig.pings("nested")))
+
+
+def test_nested_canvas_failure_deep_in_a_chord_header_pings_failure_once(rig: Rig) -> None:
+    """A failure inside a chain inside a chord header inside a chain sends one failure ping."""
+    add, boom, latest = rig.tasks["add"], rig.tasks["boom"], rig.tasks["latest"]
+    canvas = chain(add.si(1, 1), chord([chain(add.si(1, 2), boom.s()), add.si(3, 4)], latest.s()), add.si(5, 5))
+    with_heartbeat(canvas, rig.monitor("nestedfail"), app=rig.app).apply_async()
+    rig.rx.wait_for(1, name="nestedfail", timeout=15)
+    time.sleep(SETTLE)
+    assert (0, 1) == tuple(map(len, rig.pings("nestedfail")))
+
+
+def test_group_becomes_a_chord_onto_the_ping_and_still_returns_the_group_results(rig: Rig) -> None:
+    """A group pings once after all its members, and `.get()` still returns their results in order."""
+    add, boom = rig.tasks["add"], rig.tasks["boom"]
+    result = with_heartbeat(group(add.si(i, i) for i in range(5)), rig.monitor("group"), app=rig.app).delay()
+    assert [0, 2, 4, 6, 8] == result.get(timeout=15)
+    rig.rx.wait_for(1, name="group")
+    with_heartbeat(group(boom.si(), add.si(1, 1), boom.si()), rig.monitor("groupfail"), app=rig.app).delay()
+    rig.rx.wait_for(1, name="groupfail", timeout=15)
+    time.sleep(SETTLE)
+    assert (1, 0) == tuple(map(len, rig.pings("group")))
+    assert (0, 1) == tuple(map(len, rig.pings("groupfail")))
+
+
+def test_success_and_failure_pings_carry_the_canvas_root_id(rig: Rig) -> None:
+    """A start link and the final ping of one chain share the run id: the chain's root task id."""
+    add = rig.tasks["add"]
+    monitor = rig.monitor("runid")
+    canvas = chain(heartbeat_signature(monitor, "start", app=rig.app), add.si(1, 2), add.s(3))
+    result = with_heartbeat(canvas, monitor, app=rig.app).apply_async()
+    assert 6 == result.get(timeout=15)
+    start, success = rig.rx.wait_for(2, name="runid")
+    root_id = result.parent.parent.id  # the chain's first task: the start ping
+    assert ("/runid/start", "/runid") == (start.path, success.path)
+    assert root_id == start.query["rid"] == success.query["rid"]
+
+
+def test_signature_by_name_keeps_the_url_out_of_the_message_and_resolves_on_the_worker(rig: Rig) -> None:
+    """A `heartbeat_urls` name travels instead of the URL, and the worker pings the URL it maps to."""
+    sig = heartbeat_signature("nightly", app=rig.app)
+    assert sig.immutable
+    assert PING_TASK == sig.task
+    assert rig.rx.base_url not in json.dumps(dict(sig))
+    chain(rig.tasks["add"].si(1, 1), sig).delay().get(timeout=15)
+    (ping,) = rig.rx.wait_for(1, name="nightly")
+    assert "/nightly" == ping.path
+
+
+def test_ping_task_holds_a_worker_slot_at_most_timeout_times_attempts(rig: Rig) -> None:
+    """Against a hanging monitor the ping task gives up after timeout x attempts and still succeeds."""
+    rig.rx.respond(200, delay=5.0, name="hang")
+    celery_heartbeat.install(rig.app, urls={"nightly": rig.monitor("nightly")}, timeout=0.3, max_attempts=2)
+    try:
+        started = time.monotonic()
+        result = heartbeat_signature(rig.rx.url("hang"), app=rig.app).delay()
+        result.get(timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        celery_heartbeat.install(rig.app, urls={"nightly": rig.monitor("nightly")})
+        rig.rx.healthy()
+    assert "SUCCESS" == result.state
+    assert 2 == len(rig.rx.pings_for("hang"))
+    assert elapsed < 0.3 * 2 + 0.6
+
+
+def test_heartbeat_signature_validates_urls_and_kind_when_built(rig: Rig) -> None:
+    """A bad URL, a glob, a non-string or an unknown kind raise ConfigurationError before anything is sent."""
+    for bad in ("ftp://example.com/x", "https://", "reports.*", 42):
+        with pytest.raises(ConfigurationError) as info:
+            heartbeat_signature(bad, app=rig.app)
+        assert "url_or_monitor" == info.value.key
+    with pytest.raises(ConfigurationError) as info:
+        heartbeat_signature("nightly", "done", app=rig.app)
+    assert "kind" == info.value.key
+    with pytest.raises(ConfigurationError):
+        with_heartbeat(rig.tasks["add"].si(1, 1), {"url": "https://x.example/p", "provider": "nope"}, app=rig.app)
+
+
+def test_with_heartbeat_never_mutates_its_input(rig: Rig) -> None:
+    """The canvas passed in is unchanged after wrapping (links land on a copy only)."""
+    add, stamp, latest = rig.tasks["add"], rig.tasks["stamp"], rig.tasks["latest"]
+    inner = chord([stamp.si(0), group(add.si(1, 1), add.si(2, 2))], latest.s())
+    canvas = chain(add.si(1, 1), inner, group(add.si(3, 3), add.si(4, 4)))
+    before = json.dumps(canvas, sort_keys=True, default=repr)
+    wrapped = with_heartbeat(canvas, rig.monitor("immutable"), app=rig.app)
+    assert before == json.dumps(canvas, sort_keys=True, default=repr)
+    assert before != json.dumps(wrapped, sort_keys=True, default=repr)
+
+
+def test_group_without_a_result_backend_is_a_configuration_error() -> None:
+    """Wrapping a group on an app without a result backend raises ConfigurationError that says so."""
+    app = Celery("nobackend", broker="memory://", set_as_current=False)
+
+    @app.task(name="nobackend.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(ConfigurationError) as info:
+        with_heartbeat(group(add.si(1, 1), add.si(2, 2)), "https://hc-ping.com/abc", app=app)
+    assert "result_backend" == info.value.key
+    assert "needs a result backend" in str(info.value)
+    wrapped = with_heartbeat(chain(add.si(1, 1), add.s(2)), "https://hc-ping.com/abc", app=app)
+    assert PING_TASK == wrapped.tasks[-1].options["link"][0]["task"]  # a chain needs no backend
+
+
+def test_disabled_still_registers_the_ping_task_and_sends_nothing() -> None:
+    """With heartbeat_enabled=False a canvas using the ping task runs (no NotRegistered) and nothing is sent."""
+    app = Celery("disabled", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.broker_transport_options = {"polling_interval": 0.01}
+
+    @app.task(name="disabled.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with PingReceiver() as rx:
+        celery_heartbeat.install(app, enabled=False)
+        assert PING_TASK in app.tasks
+        with start_worker(app, pool="solo", perform_ping_check=False):
+            linked = chain(add.si(1, 2), heartbeat_signature(rx.url("off"), app=app)).delay()
+            wrapped = with_heartbeat(chain(add.si(2, 2), add.s(1)), rx.url("off"), app=app).delay()
+            assert (None, 5) == (linked.get(timeout=10), wrapped.get(timeout=10))
+            time.sleep(SETTLE)
+        assert [] == rx.pings
