@@ -1,0 +1,283 @@
+"""`celery -A proj heartbeat ...`: see which periodic tasks have no monitor, send a test ping, probe health.
+
+A `celery` subcommand (entry point group `celery.commands`), so it gets the
+app exactly as `celery worker` does: `-A`, `--config`, preload options. URLs
+are secrets here too: everything printed is redacted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, TypeVar
+
+import click
+from celery import Celery
+from celery.bin.base import CeleryCommand, handle_preload_options
+
+from celery_heartbeat._automonitor import plan_entries
+from celery_heartbeat._beat import ENTRY_NAME, liveness_of
+from celery_heartbeat._beat_entries import read_entries
+from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat._monitor import Monitor
+from celery_heartbeat._providers import Kind
+from celery_heartbeat._redact import redact
+from celery_heartbeat._registry import Registry, is_glob
+from celery_heartbeat._settings import Settings, settings_from_app
+from celery_heartbeat._tasks import BEAT_TASK, resolve_target, send_now
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _preload(command: _F) -> _F:
+    """Celery's handling of user preload options (`app.user_options["preload"]`), typed."""
+    wrapped: _F = handle_preload_options(command)
+    return wrapped
+
+
+def _app(ctx: click.Context) -> Celery:
+    obj = ctx.find_root().obj
+    app = getattr(obj, "app", None)
+    if app is None:
+        raise click.UsageError("run it as a celery subcommand: celery -A proj heartbeat ...")
+    return app
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One periodic task as `check` shows it."""
+
+    name: str
+    task: str
+    schedule: Any
+    monitor: Monitor | None
+    why: str = ""
+    problem: str | None = None
+
+
+@dataclass
+class _View:
+    """What the app's configuration maps, read without installing or connecting anything."""
+
+    app: Celery
+    settings: Settings
+    registry: Registry
+
+    @classmethod
+    def load(cls, app: Celery) -> _View:
+        from celery_heartbeat._heartbeat import installed
+
+        app.loader.import_default_modules()
+        handle = installed(app)
+        if handle is not None:
+            return cls(app, handle.settings, handle.registry)
+        settings = settings_from_app(app.conf, {})
+
+        def task_option(name: str) -> Any:
+            return getattr(app.tasks.get(name), "heartbeat", None)
+
+        return cls(app, settings, Registry(settings.urls, task_option))
+
+    def source(self, task_name: str) -> str:
+        """Why a task has its monitor, in the registry's precedence order."""
+        if task_name in self.settings.urls and not is_glob(task_name):
+            return "heartbeat_urls"
+        if getattr(self.app.tasks.get(task_name), "heartbeat", None):
+            return "task option"
+        globs = sorted((k for k in self.settings.urls if is_glob(k)), key=lambda k: -len(k))
+        for pattern in globs:
+            if fnmatch.fnmatchcase(task_name, pattern):
+                return f"glob {pattern}"
+        return "?"
+
+    def beat_rows(self) -> tuple[list[_Row], list[str]]:
+        """Every beat entry (as the configured scheduler sees them) with its monitor, and read warnings."""
+        read = read_entries(self.app)
+        rows = []
+        for auto in plan_entries(self.app, self.settings, self.registry.resolve, read):
+            entry = auto.entry
+            if auto.explicit is not None:
+                rows.append(_Row(entry.name, entry.task, entry.schedule, auto.explicit, self.source(entry.task)))
+            elif auto.monitor is not None:
+                rows.append(_Row(entry.name, entry.task, entry.schedule, auto.monitor, "monitors as code"))
+            else:
+                problem = auto.reason if auto.problem else None
+                rows.append(_Row(entry.name, entry.task, entry.schedule, None, problem=problem))
+        liveness = liveness_of(self.app)
+        if liveness is not None:  # re-applied when beat starts, whatever beat_schedule says now
+            schedule = liveness.entry()["schedule"]
+            rows.append(_Row(ENTRY_NAME, BEAT_TASK, schedule, liveness.monitor, "beat liveness"))
+        return sorted(rows, key=lambda row: row.name), list(read.warnings)
+
+
+def _show(monitor: Monitor | None) -> str:
+    if monitor is None:
+        return "NO MONITOR"
+    return f"{monitor.provider} {redact(monitor.url)}"
+
+
+def _schedule(app: Celery, value: Any) -> str:
+    from celery.schedules import maybe_schedule
+
+    try:
+        return repr(maybe_schedule(value, app=app))
+    except Exception:
+        return repr(value)
+
+
+@click.group(name="heartbeat")
+@click.pass_context
+@_preload
+def heartbeat(ctx: click.Context, /, **_: Any) -> None:
+    """Heartbeat monitors: check the mapping, send a test ping, probe worker health."""
+
+
+@heartbeat.command(cls=CeleryCommand)
+@click.option("--strict", is_flag=True, help="Exit 1 when a periodic task has no monitor.")
+@click.pass_context
+def check(ctx: click.Context, strict: bool) -> None:
+    """List beat entries and mapped tasks with their monitors (URLs redacted)."""
+    app = _app(ctx)
+    try:
+        view = _View.load(app)
+        rows, warnings = view.beat_rows()
+        names = sorted(name for name in app.tasks if not name.startswith(("celery.", "celery_heartbeat.")))
+        mapped = [(name, view.registry.resolve(name)) for name in names]
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}")
+
+    click.echo(f"Beat schedule ({len(rows)} entries):")
+    for row in rows:
+        unknown = "" if row.task in app.tasks else "  (task not registered here)"
+        note = f"  [{row.why}]" if row.why else f"  ({row.problem})" if row.problem else ""
+        shown = f"{row.task} {_schedule(app, row.schedule)} -> {_show(row.monitor)}"
+        click.echo(f"  {row.name}: {shown}{note}{unknown}")
+    with_monitor = [(name, monitor) for name, monitor in mapped if monitor is not None]
+    click.echo(f"\nTasks with a monitor ({len(with_monitor)} of {len(names)}):")
+    for name, monitor in with_monitor:
+        click.echo(f"  {name} -> {_show(monitor)}  [{view.source(name)}]")
+    canvas_names = sorted(k for k in view.settings.urls if not is_glob(k) and "." not in k and k not in app.tasks)
+    if canvas_names:
+        click.echo(f"\nMonitor names for canvases ({len(canvas_names)}):")
+        for key in canvas_names:
+            click.echo(f"  {key} -> {_show(view.settings.urls[key])}")
+    unmatched = view.registry.unmatched(names)
+    if unmatched:
+        click.echo(f"\nheartbeat_urls entries that match no task (typo?): {', '.join(unmatched)}")
+    for warning in warnings:
+        click.echo(f"\nwarning: {warning}")
+    missing = [row.name for row in rows if row.monitor is None]
+    if missing:
+        click.echo(f"\n{len(missing)} periodic task(s) without a monitor: {', '.join(missing)}")
+        if strict:
+            sys.exit(1)
+    else:
+        click.echo("\nEvery periodic task has a monitor.")
+
+
+def _find_monitor(view: _View, target: str) -> Monitor | None:
+    """A URL, a `heartbeat_urls` name, a beat entry name, or a task name, in that order."""
+    if "://" in target:
+        return resolve_target(view.app, target)
+    monitor = view.registry.by_name(target)
+    if monitor is not None:
+        return monitor
+    for row in view.beat_rows()[0]:
+        if row.name == target:
+            return row.monitor
+    return view.registry.resolve(target)
+
+
+@heartbeat.command(cls=CeleryCommand)
+@click.argument("target", metavar="NAME|URL")
+@click.option("--start", "kind", flag_value="start", help="Send a start ping.")
+@click.option("--fail", "kind", flag_value="failure", help="Send a failure ping.")
+@click.pass_context
+def ping(ctx: click.Context, target: str, kind: str | None) -> None:
+    """Send one real ping now and print the HTTP status and time (exit 1 on failure).
+
+    NAME is a heartbeat_urls key, a beat entry or a task name.
+    """
+    app = _app(ctx)
+    chosen: Kind = "start" if kind == "start" else "failure" if kind == "failure" else "success"
+    try:
+        view = _View.load(app)
+        monitor = _find_monitor(view, target)
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}")
+    shown = redact(target) if "://" in target else target
+    if monitor is None:
+        _fail(f"no monitor for {shown}: not a heartbeat_urls name, beat entry or task with a monitor")
+    request, outcome = send_now(monitor, chosen, view.settings)
+    if request is None or outcome is None:
+        _fail(f"{monitor.provider} monitors have no {chosen} signal; nothing sent to {redact(monitor.url)}")
+    took = f"{outcome.elapsed * 1000:.0f} ms"
+    tries = f"{outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''}"
+    if outcome.sent:
+        click.echo(f"{chosen} ping to {redact(request.url)}: HTTP {outcome.status} in {took} ({tries})")
+        return
+    _fail(f"{chosen} ping to {redact(request.url)} failed: {outcome.error} in {took} ({tries})")
+
+
+@heartbeat.command(cls=CeleryCommand)
+@click.option("-Q", "--queue", "queues", multiple=True, help="Require workers consuming this queue (repeatable).")
+@click.option("--min-workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Also fail when a --queue holds more messages than this (backlog).",
+)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON body an HTTP probe would return.")
+@click.pass_context
+def health(
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    min_workers: int,
+    threshold: int | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Exit 0 when workers (and queues) are healthy, 1 when not: usable as a container probe."""
+    from celery_heartbeat.health import check_queue, check_workers
+
+    app = _app(ctx)
+    if threshold is not None and not queues:
+        raise click.UsageError("--threshold needs at least one --queue")
+    reports = []
+    for queue in queues or (None,):
+        reports.append(check_workers(app, timeout=timeout, min_workers=min_workers, queue=queue))
+        if queue is not None and threshold is not None:
+            reports.append(check_queue(app, queue, threshold=threshold, timeout=timeout))
+    healthy = all(report.ok for report in reports)
+    if as_json:
+        if len(reports) == 1:
+            click.echo(reports[0].to_json())
+        else:
+            status = next((r.status for r in reports if not r.ok), "ok")
+            body = {"status": status, "checks": [dict(r.body) for r in reports]}
+            click.echo(json.dumps(body, separators=(",", ":")))
+    else:
+        for report in reports:
+            details = " ".join(f"{k}={v}" for k, v in report.body.items() if k != "status")
+            click.echo(f"{report.status} {details}".rstrip())
+    if not healthy:
+        sys.exit(1)
+
+
+def _add_subcommands() -> None:
+    """Subcommands that live in their own modules (`heartbeat sync`: monitors as code)."""
+    from celery_heartbeat._cli_sync import sync
+
+    heartbeat.add_command(sync)
+
+
+_add_subcommands()

@@ -1,0 +1,151 @@
+"""`celery -A proj heartbeat check|ping|health`, run as real `celery` subprocesses: output, exit codes, secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from celery_heartbeat.testing import PingReceiver
+
+pytestmark = pytest.mark.slow
+
+SECRET = "T0kenS3cret"  # part of every monitor URL: it must never be printed
+
+APP_MODULE = """
+import os
+
+from celery import Celery
+import celery_heartbeat
+
+app = Celery("{name}", broker="{broker}")
+app.conf.task_default_queue = "{name}"
+app.conf.control_exchange = "{name}"
+app.conf.broker_connection_retry_on_startup = True
+app.conf.heartbeat_max_attempts = 1
+app.conf.heartbeat_urls = {{
+    "{name}.report": "{base}/report-{secret}",
+    "nightly": {{"url": "{base}/nightly-{secret}", "provider": "healthchecks"}},
+    "broken": "{base}/broken-{secret}",
+}}
+app.conf.beat_schedule = {{"report-hourly": {{"task": "{name}.report", "schedule": 3600.0}}}}
+if os.environ.get("WITH_UNMONITORED"):
+    app.conf.beat_schedule["cleanup-daily"] = {{"task": "{name}.cleanup", "schedule": 86400.0}}
+celery_heartbeat.install(app)
+celery_heartbeat.install_beat_liveness(app, "{base}/beat-{secret}", every=60)
+
+
+@app.task(name="{name}.report")
+def report():
+    return None
+
+
+@app.task(name="{name}.cleanup")
+def cleanup():
+    return None
+"""
+
+
+@dataclass
+class Project:
+    module: str
+    cwd: Path
+    env: dict[str, str]
+    rx: PingReceiver
+
+    def celery(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        """Run `celery -A <module> heartbeat ...` and return it finished (stdout, stderr, returncode)."""
+        cmd = [sys.executable, "-m", "celery", "-A", self.module, "heartbeat", *args]
+        env = dict(self.env, **extra_env)
+        done = subprocess.run(cmd, cwd=self.cwd, env=env, capture_output=True, text=True, timeout=60)
+        assert SECRET not in done.stdout + done.stderr, done.stdout + done.stderr
+        return done
+
+
+@pytest.fixture
+def project(redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Project]:
+    with PingReceiver() as rx:
+        rx.respond(500, name=f"broken-{SECRET}")
+        module = f"cliapp_{unique_name}"
+        source = APP_MODULE.format(name=unique_name, broker=redis_url, base=rx.base_url, secret=SECRET)
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
+        yield Project(module, tmp_path, env, rx)
+
+
+def test_check_lists_monitors_redacted_and_strict_fails_only_when_a_periodic_task_has_none(project: Project) -> None:
+    """`check` shows each beat entry and mapped task with its redacted monitor; `--strict` exits 1 on a gap."""
+    listed = project.celery("check", WITH_UNMONITORED="1")
+    assert 0 == listed.returncode, listed.stderr
+    lines = listed.stdout.splitlines()
+    entry = next(line for line in lines if line.startswith("  report-hourly:"))
+    assert entry.endswith(f"-> generic {project.rx.base_url}/repo…  [heartbeat_urls]")
+    assert any(line.startswith("  cleanup-daily:") and "-> NO MONITOR" in line for line in lines)
+    assert any("celery_heartbeat.beat_liveness" in line and "[beat liveness]" in line for line in lines)
+    assert "1 periodic task(s) without a monitor: cleanup-daily" in listed.stdout
+    assert f"  nightly -> healthchecks {project.rx.base_url}/nigh…" in lines
+
+    strict = project.celery("check", "--strict", WITH_UNMONITORED="1")
+    assert 1 == strict.returncode
+    covered = project.celery("check", "--strict")
+    assert (0, "Every periodic task has a monitor.") == (covered.returncode, covered.stdout.splitlines()[-1])
+
+
+def test_ping_sends_one_real_ping_now_and_exits_1_when_it_fails(project: Project) -> None:
+    """`ping` sends one real ping (name, URL, --start), prints status and time, and exits 1 on failure."""
+    started = project.celery("ping", "nightly", "--start")
+    assert 0 == started.returncode, started.stderr
+    assert started.stdout.startswith(f"start ping to {project.rx.base_url}/nigh…/star…: HTTP 200 in ")
+    by_url = project.celery("ping", project.rx.url(f"adhoc-{SECRET}"))
+    assert 0 == by_url.returncode, by_url.stderr
+    assert [f"/nightly-{SECRET}/start", f"/adhoc-{SECRET}"] == [p.path for p in project.rx.pings]
+
+    broken = project.celery("ping", "broken")
+    assert (1, "") == (broken.returncode, broken.stdout)
+    assert "failed: HTTP 500" in broken.stderr
+    unknown = project.celery("ping", "no-such-monitor")
+    assert 1 == unknown.returncode
+    assert "no monitor for no-such-monitor" in unknown.stderr
+    assert 3 == len(project.rx.pings)  # the unknown name sent nothing
+
+
+def test_health_exits_0_when_workers_answer_and_1_when_not(project: Project, unique_name: str) -> None:
+    """`health` is a probe: 1 with no worker or too few, 0 (and JSON on request) once workers and queue are fine."""
+    nobody = project.celery("health", "--timeout", "1")
+    assert (1, "no_workers workers=0") == (nobody.returncode, nobody.stdout.strip())
+    cmd = [sys.executable, "-m", "celery", "-A", project.module, "worker", "-P", "solo", "--without-gossip"]
+    cmd += ["--without-mingle", "-Q", unique_name, "-l", "warning"]
+    log = (project.cwd / "worker.log").open("wb")
+    worker = subprocess.Popen(cmd, cwd=project.cwd, env=project.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        healthy = project.celery("health", "--json")
+        while healthy.returncode != 0 and time.monotonic() < deadline:
+            healthy = project.celery("health", "--json")
+        assert 0 == healthy.returncode, (project.cwd / "worker.log").read_text()
+        assert {"status": "ok", "workers": 1} == json.loads(healthy.stdout)
+        on_queue = project.celery("health", "--queue", unique_name)
+        assert (0, "ok workers=1 queue=" + unique_name) == (on_queue.returncode, on_queue.stdout.strip())
+        both = project.celery("health", "-Q", unique_name, "--threshold", "10", "--json")
+        assert 0 == both.returncode, both.stdout
+        assert ["ok", [1, 0]] == [
+            json.loads(both.stdout)["status"],
+            [check.get("workers", check.get("depth")) for check in json.loads(both.stdout)["checks"]],
+        ]
+        too_few = project.celery("health", "--min-workers", "2", "--timeout", "1")
+        assert (1, "too_few_workers workers=1") == (too_few.returncode, too_few.stdout.strip())
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=5)
+        log.close()
