@@ -174,6 +174,8 @@ class BackgroundSender:
                 elif new_slot:  # a replaced slot is one the thread already knows about
                     self._cond.notify()
             return True
+        except RuntimeError:  # no new thread at interpreter shutdown: it stays pending, unsent
+            return False
         except Exception:
             self._log_bug()
             return False
@@ -329,6 +331,7 @@ class BackgroundSender:
                 if not state.failing:
                     message = "celery-heartbeat: %s rejected a ping (%s); check the URL, such pings are dropped"
                 state.failing = True
+                host.clear()  # the host answered
                 self._settle_run(ping, delivered=False)
             else:
                 self._counts["failed"] += 1

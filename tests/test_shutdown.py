@@ -8,6 +8,7 @@ still pending once the library's flush had returned.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -109,22 +110,22 @@ def start_worker(tmp_path: Path, unique_name: str, redis_url: str, clean_env: di
     clients: list[Celery] = []
 
     def start(urls: dict[str, Any], settings: dict[str, Any], pool: str = "prefork", *extra: str) -> Worker:
-        stats_dir = tmp_path / "stats"
-        stats_dir.mkdir()
-        module = APP_MODULE.format(
-            name=unique_name, broker=redis_url, urls=urls, settings=settings, stats_dir=str(stats_dir)
-        )
-        (tmp_path / "hbapp.py").write_text(textwrap.dedent(module))
+        name = f"{unique_name}w{len(procs)}"  # each worker: its own directory, module and queue
+        home = tmp_path / name
+        stats_dir = home / "stats"
+        stats_dir.mkdir(parents=True)
+        module = APP_MODULE.format(name=name, broker=redis_url, urls=urls, settings=settings, stats_dir=str(stats_dir))
+        (home / "hbapp.py").write_text(textwrap.dedent(module))
         env = dict(clean_env)
-        env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-        log = tmp_path / "worker.log"
-        command = [sys.executable, "-m", "celery", "-A", "hbapp", "worker", "-P", pool, "-Q", unique_name]
+        env["PYTHONPATH"] = f"{home}:{env['PYTHONPATH']}"
+        log = home / "worker.log"
+        command = [sys.executable, "-m", "celery", "-A", "hbapp", "worker", "-P", pool, "-Q", name]
         command += ["--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"]
         with log.open("wb") as out:
-            proc = subprocess.Popen([*command, *extra], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*command, *extra], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
         procs.append(proc)
-        client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
-        client.conf.task_default_queue = unique_name
+        client = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
+        client.conf.task_default_queue = name
         clients.append(client)
         return Worker(proc, client, log, stats_dir)
 
@@ -146,14 +147,14 @@ def test_prefork_recycling_loses_no_ping(start_worker: Any) -> None:
         urls = {"hb.add": {"url": rx.url("recycled"), "provider": "healthchecks"}}
         settings = {"coalesce_seconds": 0, "timeout": 2.0, "shutdown_timeout": 5.0}
         worker = start_worker(urls, settings, "prefork", "-c", "2", "--max-tasks-per-child", "1")
-        results = [worker.client.send_task("hb.add", args=(i, 1)) for i in range(6)]
-        assert [i + 1 for i in range(6)] == [r.get(timeout=30) for r in results]
-        pings = rx.wait_for(6, name="recycled", timeout=20)
+        results = [worker.client.send_task("hb.add", args=(i, 1)) for i in range(4)]
+        assert [i + 1 for i in range(4)] == [r.get(timeout=30) for r in results]
+        pings = rx.wait_for(4, name="recycled", timeout=20)
         assert sorted(r.id for r in results) == sorted(p.query["rid"] for p in pings)
         worker.terminate()
         children = worker.stats("child")
         assert 0 == worker.proc.returncode
-        assert 6 == sum(s["sent"] for s in children)
+        assert 4 == sum(s["sent"] for s in children)
         assert [0] * len(children) == [s["pending"] for s in children]
         assert [] == our_tracebacks(worker.output())
 
@@ -174,7 +175,7 @@ def test_solo_sigterm_flushes_a_ping_in_flight(start_worker: Any) -> None:
         assert [] == our_tracebacks(worker.output())
 
 
-@pytest.mark.parametrize("pool", ["prefork", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "solo", "threads"])
 def test_sigterm_with_a_hanging_endpoint_exits_within_the_shutdown_timeout(start_worker: Any, pool: str) -> None:
     """SIGTERM with pings pending to a hanging endpoint: exit within heartbeat_shutdown_timeout + 2 s."""
     shutdown_timeout = 2.0
@@ -182,7 +183,7 @@ def test_sigterm_with_a_hanging_endpoint_exits_within_the_shutdown_timeout(start
         rx.respond(200, delay=60)
         urls = {"hb.add": rx.url("hang"), "hb.stuck": {"url": rx.url("stuck"), "provider": "healthchecks"}}
         settings = {"timeout": 10.0, "max_attempts": 3, "shutdown_timeout": shutdown_timeout}
-        extra = ("-c", "2") if pool == "prefork" else ()
+        extra = () if pool == "solo" else ("-c", "2")
         worker = start_worker(urls, settings, pool, *extra)
         if pool == "prefork":
             # A hard time limit fires task_failure in the main process: its sender has a ping too.
@@ -194,3 +195,36 @@ def test_sigterm_with_a_hanging_endpoint_exits_within_the_shutdown_timeout(start
         assert elapsed <= shutdown_timeout + 2.0, f"shutdown took {elapsed:.2f}s"
         assert 0 == worker.proc.returncode
         assert [] == our_tracebacks(worker.output())
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_sigterm_with_a_hanging_endpoint_under_green_pools_adds_at_most_the_shutdown_timeout(
+    start_worker: Any, pool: str
+) -> None:
+    """gevent/eventlet workers take seconds to stop on their own; pending pings add at most the timeout + 2 s.
+
+    A twin worker whose endpoint is healthy (nothing pending) is stopped at the same moment:
+    the difference is what the pings to the hanging endpoint cost the shutdown.
+    """
+    if importlib.util.find_spec(pool) is None:
+        pytest.skip(f"{pool} is not installed")
+    shutdown_timeout = 2.0
+    with PingReceiver() as hanging, PingReceiver() as healthy:
+        hanging.respond(200, delay=60)
+        settings = {"timeout": 10.0, "max_attempts": 3, "shutdown_timeout": shutdown_timeout}
+        stuck = start_worker({"hb.add": hanging.url("hang")}, settings, pool, "-c", "2")
+        twin = start_worker({"hb.add": healthy.url("fine")}, settings, pool, "-c", "2")
+        assert [2, 2] == [stuck.run("hb.add", 1, 1), twin.run("hb.add", 1, 1)]
+        hanging.wait_for(1, name="hang")
+        healthy.wait_for(1, name="fine")
+        for worker in (stuck, twin):
+            worker.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        stuck.proc.wait(timeout=30)
+        stuck_elapsed = time.monotonic() - started
+        twin.proc.wait(timeout=30)
+        twin_elapsed = time.monotonic() - started
+        added = stuck_elapsed - twin_elapsed
+        assert added <= shutdown_timeout + 2.0, f"pings added {added:.2f}s ({stuck_elapsed:.2f} vs {twin_elapsed:.2f})"
+        assert (0, 0) == (stuck.proc.returncode, twin.proc.returncode)
+        assert [] == our_tracebacks(stuck.output())
