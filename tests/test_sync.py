@@ -494,3 +494,45 @@ def test_a_monitor_prefix_keeps_two_environments_apart(hc: FakeHealthchecks, uni
     staging.conf.beat_schedule = {}
     assert {"staging-nightly-report": "delete"} == actions(sync_monitors(staging, prune=True))
     assert ["nightly-report"] == [c["slug"] for c in hc.checks.values()]
+
+
+CLI_APP = """
+from celery import Celery
+from celery.schedules import crontab
+
+app = Celery("cliproj")
+app.conf.timezone = "Europe/Berlin"
+app.conf.beat_schedule = {{
+    "nightly-report": {{"task": "proj.report", "schedule": crontab(minute=0, hour=3)}},
+    "poll": {{"task": "proj.poll", "schedule": 30.0}},
+}}
+app.conf.heartbeat_healthchecks_ping_key = "pk-0123456789abcdef"
+app.conf.heartbeat_healthchecks_api_key = {api_key!r}
+app.conf.heartbeat_healthchecks_api_url = {api_url!r}
+"""
+
+
+@pytest.mark.slow
+def test_celery_heartbeat_sync_command(hc: FakeHealthchecks, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`celery -A proj heartbeat sync --dry-run` prints the plan; `sync` creates; a second `sync` changes nothing."""
+    import subprocess
+
+    (tmp_path / "cliproj.py").write_text(CLI_APP.format(api_key=hc.api_key, api_url=hc.url))
+    env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "celery", "-A", "cliproj", "heartbeat", "sync", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    dry = run("--dry-run")
+    assert 0 == dry.returncode, dry.stdout + dry.stderr
+    assert "+ nightly-report: would create - grace=300 schedule='0 3 * * *' tz='Europe/Berlin'" in dry.stdout
+    assert "warning: beat entry 'poll' runs every 30s" in dry.stdout
+    assert {} == hc.checks
+    done = run()
+    assert 0 == done.returncode, done.stdout + done.stderr
+    assert done.stdout.startswith("Healthchecks: 2 created, 0 unchanged")
+    again = run("--prune")
+    assert 0 == again.returncode
+    assert again.stdout.startswith("Healthchecks: 2 unchanged")
+    assert hc.api_key not in dry.stdout + done.stdout + again.stdout + again.stderr
