@@ -9,6 +9,7 @@ fires a burst of stale pings that would make the dead period look alive.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -95,6 +96,20 @@ def _apply_to_conf(app: Celery, liveness: BeatLiveness) -> bool:
     return True
 
 
+def entry_for(scheduler: Any, liveness: BeatLiveness) -> dict[str, Any]:
+    """The entry in the form this scheduler stores: django-celery-beat keeps expiry as `expire_seconds`.
+
+    (Its database entries silently drop an `expires` option, which would let a
+    backlog burst after an outage.)
+    """
+    entry = liveness.entry()
+    if type(scheduler).__module__.startswith("django_celery_beat"):
+        options = {k: v for k, v in entry["options"].items() if k != "expires"}
+        options["expire_seconds"] = max(1, math.ceil(liveness.every))
+        entry["options"] = options
+    return entry
+
+
 def _on_beat_init(sender: Any = None, **_: Any) -> None:
     """Beat is starting: make sure its scheduler has the entry, whatever happened to the config."""
     try:
@@ -109,7 +124,7 @@ def _on_beat_init(sender: Any = None, **_: Any) -> None:
             )
         # The service built its scheduler (and read beat_schedule) before sending beat_init.
         scheduler = sender.scheduler
-        scheduler.update_from_dict({ENTRY_NAME: liveness.entry()})
+        scheduler.update_from_dict({ENTRY_NAME: entry_for(scheduler, liveness)})
         logger.info("celery-heartbeat: beat liveness every %gs (%s)", liveness.every, ENTRY_NAME)
     except Exception:
         logger.exception("celery-heartbeat: could not add the beat-liveness entry to the scheduler")

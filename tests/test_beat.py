@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import subprocess
 import sys
@@ -167,3 +168,60 @@ def _drop_queue(broker: str, queue: str) -> None:
     app = Celery("cleanup", broker=broker, set_as_current=False)
     with app.connection_for_write() as conn:
         conn.default_channel.queue_delete(queue)
+
+
+DJANGO_BEAT = """
+import json, os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djsettings")
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", "django_celery_beat", verbosity=0)
+from celery import Celery, signals
+from celery.beat import Service
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+import celery_heartbeat
+
+app = Celery("djbeat", broker="memory://", set_as_current=False)
+app.conf.beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+celery_heartbeat.install_beat_liveness(app, sys.argv[1], every=30)
+app.conf.beat_schedule = {}  # replaced later: beat_init must still write the entry
+service = Service(app, scheduler_cls=DatabaseScheduler)
+service.scheduler
+signals.beat_init.send(sender=service)
+row = PeriodicTask.objects.get(name="celery-heartbeat-beat-liveness")
+entry = ModelEntry(row, app=app)
+print(json.dumps({
+    "task": row.task,
+    "every": row.interval.every,
+    "period": row.interval.period,
+    "expires": entry.options.get("expires"),
+    "stored": [row.args, row.kwargs, row.headers],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_database_scheduler_gets_the_entry_with_its_expiry_at_beat_start(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """django-celery-beat: beat_init writes the row (no URL in it), with an expiry of one period."""
+    pytest.importorskip("django_celery_beat")
+    db = tmp_path / "db.sqlite3"
+    settings = f"""
+        SECRET_KEY = "x"
+        USE_TZ = True
+        INSTALLED_APPS = ["django_celery_beat"]
+        DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(db)!r}}}}}
+    """
+    (tmp_path / "djsettings.py").write_text(textwrap.dedent(settings))
+    (tmp_path / "djbeat.py").write_text(DJANGO_BEAT)
+    env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
+    url = "https://hc-ping.com/5ecret-db-beat"
+    cmd = [sys.executable, str(tmp_path / "djbeat.py"), url]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    assert 0 == proc.returncode, proc.stdout + proc.stderr
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (BEAT_TASK, 30, "seconds", 30) == (row["task"], row["every"], row["period"], row["expires"])
+    assert "5ecret" not in json.dumps(row["stored"])
