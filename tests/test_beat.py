@@ -160,7 +160,9 @@ def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies
         times = [p.time for p in rx.pings_for("beat")]
         gaps = [later - earlier for earlier, later in zip(times, times[1:])]
         assert len(times) >= 5, (tmp_path / "beat.log").read_text()
-        assert all(0.5 <= gap <= 2.0 for gap in gaps), gaps  # every second, and no burst of stale pings
+        # The first ping may come from the one backlog message still inside its expiry (sent < 1 s before the
+        # worker started); every older one expired, so after it the pings keep the period: no burst.
+        assert all(0.5 <= gap <= 2.0 for gap in gaps[1:]), gaps
         assert max(times) <= stopped + 2 * 1.0, (max(times) - stopped, gaps)
 
 
