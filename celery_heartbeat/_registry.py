@@ -10,6 +10,10 @@ from celery_heartbeat._monitor import Monitor, MonitorSpec, parse_monitor
 
 GLOB_CHARS = frozenset("*?[")
 
+# Celery's built-ins and this library's own tasks (canvas pings, beat liveness) already ping
+# their own monitor; a broad glob such as "*" must not make every canvas ping ping twice.
+GLOB_EXEMPT_PREFIXES = ("celery.", "celery_heartbeat.")
+
 TaskOption = Callable[[str], MonitorSpec]
 """Looks up a task's own `heartbeat=` option by name (None when it has none)."""
 
@@ -48,6 +52,8 @@ class Registry:
         option = self._task_option(task_name)
         if option is not None and option != "":
             return parse_monitor(f"{task_name}.heartbeat", option)
+        if task_name.startswith(GLOB_EXEMPT_PREFIXES):
+            return None
         for pattern, monitor in self._globs:
             if fnmatch.fnmatchcase(task_name, pattern):
                 return monitor
