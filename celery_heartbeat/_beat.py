@@ -64,15 +64,22 @@ def install_beat_liveness(app: Celery, url: MonitorSpec, every: float = 60.0, *,
     `app.conf.beat_schedule = {...}` cannot silently drop it; with a database or
     Redis scheduler it is written to that store then. `url` None or "" (an
     unset environment variable) disables it quietly, as in `heartbeat_urls`.
-    Installs the app first when `install()` was not called yet.
+    `url` may also be a name from `heartbeat_urls`. Installs the app first when
+    `install()` was not called yet.
     """
     from celery_heartbeat._heartbeat import install, installed
 
-    monitor = parse_monitor("heartbeat_beat_url", url)
     period = _check_every(every)
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise ConfigurationError("queue", queue, "expected a queue name or None")
     handle = installed(app) or install(app)
+    if isinstance(url, str) and url and "://" not in url:
+        # A name from heartbeat_urls, as the canvas helpers accept.
+        monitor = handle.registry.by_name(url)
+        if monitor is None:
+            raise ConfigurationError("heartbeat_beat_url", url, "not a URL, and no heartbeat_urls entry of that name")
+    else:
+        monitor = parse_monitor("heartbeat_beat_url", url)
     if monitor is None or not handle.settings.enabled:
         return
     liveness = BeatLiveness(monitor, period, queue)

@@ -6,7 +6,7 @@ mocking the sender::
     from celery_heartbeat.testing import PingReceiver
 
     with PingReceiver() as receiver:
-        app.conf.heartbeat_url = receiver.url("nightly-report")
+        celery_heartbeat.install(app, urls={"proj.nightly_report": receiver.url("nightly-report")})
         nightly_report.delay()
         (ping,) = receiver.wait_for(1, name="nightly-report")
         assert "POST" == ping.method

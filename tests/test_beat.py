@@ -62,6 +62,16 @@ def test_install_beat_liveness_validates_its_arguments(make_app: Callable[..., C
     assert ENTRY_NAME not in (app.conf.beat_schedule or {})
 
 
+def test_install_beat_liveness_accepts_a_heartbeat_urls_name(make_app: Callable[..., Celery]) -> None:
+    """A name from heartbeat_urls works as the URL (as for the canvas helpers); an unknown name is an error."""
+    app = make_app(heartbeat_urls={"beat-alive": "https://hc-ping.com/beat-uuid"})
+    install_beat_liveness(app, "beat-alive", every=10)
+    assert ENTRY_NAME in app.conf.beat_schedule
+    with pytest.raises(ConfigurationError) as info:
+        install_beat_liveness(make_app(), "no-such-monitor")
+    assert ("heartbeat_beat_url", "no-such-monitor") == (info.value.key, info.value.value)
+
+
 def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..., Celery], tmp_path: Path) -> None:
     """A later `app.conf.beat_schedule = {...}` drops the entry from the config, and beat_init puts it back."""
     app = make_app()
