@@ -86,17 +86,18 @@ class _Backoff:
     failing: bool = False
     failures: int = 0
     next_try: float = 0.0
-    failed_at: float = 0.0
+    #: When the last failed delivery *began*: one begun before a flush does not count as its try.
+    tried_at: float = 0.0
 
     def blocked_for(self, now: float, urgent_since: float | None) -> float:
-        if self.next_try <= now or (urgent_since is not None and self.failed_at < urgent_since):
+        if self.next_try <= now or (urgent_since is not None and self.tried_at < urgent_since):
             return 0.0
         return self.next_try - now
 
-    def fail(self, now: float, pause: float) -> None:
+    def fail(self, began: float, now: float, pause: float) -> None:
         self.failing = True
         self.failures += 1
-        self.failed_at = now
+        self.tried_at = began
         self.next_try = now + pause
 
     def clear(self) -> None:
@@ -302,6 +303,7 @@ class BackgroundSender:
                 self._settle_run(ping, delivered=False)
                 self._cond.notify_all()
             return
+        began = time.monotonic()
         outcome = deliver(
             transport,
             request,
@@ -309,9 +311,9 @@ class BackgroundSender:
             deadline=self._deadline,
             sleep=self._pause,
         )
-        self._record(ping, outcome)
+        self._record(ping, outcome, began)
 
-    def _record(self, ping: Ping, outcome: Outcome) -> None:
+    def _record(self, ping: Ping, outcome: Outcome, began: float) -> None:
         url = ping.monitor.url
         message: str | None = None
         with self._cond:
@@ -347,7 +349,7 @@ class BackgroundSender:
                 pause *= random.uniform(0.75, 1.0)
                 if outcome.retry_after is not None:
                     pause = max(pause, min(outcome.retry_after, self._config.max_age))
-                backoff.fail(time.monotonic(), pause)
+                backoff.fail(began, time.monotonic(), pause)
                 state.failing = True
                 self._requeue(ping)
             self._cond.notify_all()

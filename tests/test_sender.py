@@ -329,6 +329,20 @@ def test_flush_tries_a_backing_off_url_again_at_once(make_sender: MakeSender, fr
         assert 1 == len(rx.pings)
 
 
+def test_a_delivery_that_began_before_the_flush_does_not_count_as_its_try(
+    make_sender: MakeSender, heartbeat_receiver: PingReceiver
+) -> None:
+    """A failure answered to a request sent before the flush began still gets the flush's own retry."""
+    rx = heartbeat_receiver
+    rx.respond(500, delay=0.5)
+    sender = make_sender(max_attempts=1, timeout=2.0, backoff_max=30.0)
+    sender.submit(Ping(hc(rx.url("m")), "success"))
+    rx.wait_for(1)  # in flight: it will be answered 500 after the flush has begun
+    rx.healthy()
+    assert sender.flush(5.0)
+    assert [500, 200] == [p.status for p in rx.pings]
+
+
 def test_expedite_starts_urgent_delivery_without_waiting(make_sender: MakeSender, free_port: int) -> None:
     """expedite() returns at once (it runs in a signal handler) and the backed-off ping goes out now."""
     sender = make_sender(backoff_max=30.0)
