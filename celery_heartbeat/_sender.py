@@ -198,11 +198,24 @@ class BackgroundSender:
     def _put(self, ping: Ping) -> bool:
         """Queue in its slot, replacing an older ping there; True when the slot was empty."""
         key = self._slot(ping, self._owed(ping))
-        replaced = self._pending.pop(key, None) is not None
-        if replaced:
-            self._counts["coalesced"] += 1
+        replaced = self._pending.pop(key, None)
         self._pending[key] = ping
-        return not replaced
+        if replaced is not None:
+            self._coalesced(replaced)
+        return replaced is None
+
+    def _coalesced(self, loser: Ping) -> None:
+        """A ping gave way to a newer one of its slot. A finish takes its run's unsent start along:
+        a start must never go out once its own finish cannot."""
+        self._counts["coalesced"] += 1
+        if loser.kind == "start" or not loser.run_id:
+            return
+        self._started.pop((loser.monitor.url, loser.run_id), None)
+        key: SlotKey = (loser.monitor.url, "start", "")
+        start = self._pending.get(key)
+        if start is not None and start.run_id == loser.run_id:
+            del self._pending[key]
+            self._counts["coalesced"] += 1
 
     def _start(self) -> None:
         thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
@@ -370,9 +383,7 @@ class BackgroundSender:
             return
         key = self._slot(ping, self._owed(ping))
         if key in self._pending:
-            self._counts["coalesced"] += 1
-            if ping.kind != "start":
-                self._started.pop((ping.monitor.url, ping.run_id or ""), None)
+            self._coalesced(ping)
             return
         items = list(self._pending.items())
         url = ping.monitor.url
@@ -413,16 +424,19 @@ class BackgroundSender:
         if not any(matches(ping) for ping in self._pending.values()):
             return
         out: OrderedDict[SlotKey, Ping] = OrderedDict()
+        losers: list[Ping] = []
         for key, ping in self._pending.items():
             if matches(ping):
                 key = self._slot(ping, owed)
             existing = out.pop(key, None)
             if existing is not None:
-                self._counts["coalesced"] += 1
-                if existing.created > ping.created:
-                    ping = existing
+                newer, older = (existing, ping) if existing.created > ping.created else (ping, existing)
+                losers.append(older)
+                ping = newer
             out[key] = ping
         self._pending = out
+        for loser in losers:
+            self._coalesced(loser)
 
     # -- lifecycle ----------------------------------------------------------------------
 

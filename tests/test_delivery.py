@@ -230,6 +230,7 @@ def arrange(fault: str, rx: PingReceiver, free_port: int, stack: ExitStack) -> F
 class Worker:
     app: Celery
     add: Any
+    slow: Any
     #: Seconds the batch of 41 tasks takes on this worker without the library.
     baseline: float = 0.0
 
@@ -257,9 +258,14 @@ def worker() -> Iterator[Worker]:
     def add(x: int, y: int) -> int:
         return x + y
 
+    @app.task(name="proj.slow")
+    def slow(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
     with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
         run_batch(add)  # warm up
-        yield Worker(app, add, baseline=min(run_batch(add)[1] for _ in range(2)))
+        yield Worker(app, add, slow, baseline=min(run_batch(add)[1] for _ in range(2)))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -315,3 +321,38 @@ def test_a_sick_endpoint_never_touches_tasks_and_pings_resume_on_recovery(
     assert not any(SECRET in m or SECRET[:8] in m for m in ours)
     if setup.logs_trouble:
         assert "/6e1f…" in trouble[0]
+
+
+def test_every_run_whose_start_arrived_gets_its_finish_across_an_outage(
+    worker: Worker, heartbeat_receiver: PingReceiver
+) -> None:
+    """Starts delivered, then the endpoint fails: later runs coalesce, yet each started run gets its finish."""
+    rx = heartbeat_receiver
+    hb = celery_heartbeat.install(
+        worker.app,
+        urls={"proj.slow": {"url": rx.url("runs"), "provider": "healthchecks"}},
+        send_start=True,
+        coalesce_seconds=0,
+        timeout=0.5,
+        max_attempts=1,
+        backoff_max=0.5,
+    )
+    try:
+        first = []
+        for i in range(3):  # overlapping runs (four threads), each start delivered before the next run
+            first.append(worker.slow.delay(1.0))
+            rx.wait_for(i + 1, predicate=lambda p: p.path.endswith("/start"))
+        rx.respond(500)  # the monitor falls over before they finish
+        assert [1.0] * 3 == [r.get(timeout=10, interval=0.01) for r in first]
+        during = [worker.slow.delay(0.0) for _ in range(10)]
+        assert [0.0] * 10 == [r.get(timeout=10, interval=0.01) for r in during]
+        wait_until(lambda: hb.stats()["failed"] >= 1)
+        rx.healthy()
+        assert hb.flush(10.0)
+    finally:
+        hb.uninstall()
+    answered = [p for p in rx.pings if p.status == 200]
+    started = {p.query["rid"] for p in answered if p.path.endswith("/start")}
+    finished = {p.query["rid"] for p in answered if p.is_success}
+    assert {r.id for r in first} <= started
+    assert set() == started - finished

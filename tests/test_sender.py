@@ -32,9 +32,14 @@ def make_sender() -> Iterator[MakeSender]:
     senders: list[BackgroundSender] = []
 
     def make(
-        *, timeout: float = 0.5, max_attempts: int = 2, backoff_max: float = 0.5, **config: Any
+        *,
+        timeout: float = 0.5,
+        max_attempts: int = 2,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 0.5,
+        **config: Any,
     ) -> BackgroundSender:
-        policy = DeliveryPolicy(timeout=timeout, max_attempts=max_attempts, backoff_initial=0.05)
+        policy = DeliveryPolicy(timeout=timeout, max_attempts=max_attempts, backoff_initial=backoff_initial)
         sender = BackgroundSender(SenderConfig(policy=policy, backoff_max=backoff_max, **config))
         senders.append(sender)
         return sender
@@ -194,6 +199,21 @@ def test_a_start_that_never_went_out_coalesces_together_with_its_finish(
         assert ["start:b", "success:b"] == summary(rx.pings)
 
 
+def test_a_finish_that_gives_way_takes_its_unsent_start_along(make_sender: MakeSender, free_port: int) -> None:
+    """Run 2 starts after run 1 but finishes first: when run 1's finish replaces it, run 2's start goes too."""
+    sender = make_sender()
+    monitor = hc(f"http://127.0.0.1:{free_port}/m")
+    for kind, run in (("start", "1"), ("start", "2"), ("success", "2"), ("success", "1")):
+        sender.submit(Ping(monitor, kind, rid(run)))
+    wait_until(lambda: sender.stats()["failed"] >= 1)
+    with PingReceiver(port=free_port) as rx:
+        assert sender.flush(5.0)
+        delivered = summary(rx.pings)
+    assert "start:2" not in delivered
+    assert delivered[-1] == "success:1"
+    assert 4 == accounted(sender.stats())
+
+
 def test_newer_pings_replace_older_ones_of_the_same_kind_and_order_is_kept(
     make_sender: MakeSender, free_port: int
 ) -> None:
@@ -315,13 +335,13 @@ def test_flush_gives_up_early_when_every_url_failed_again(make_sender: MakeSende
 
 
 def test_flush_tries_a_backing_off_url_again_at_once(make_sender: MakeSender, free_port: int) -> None:
-    """A URL that is backing off (up to 30 s here) is tried again as soon as a flush begins."""
-    sender = make_sender(backoff_max=30.0)
-    for _ in range(3):  # three failed rounds: the URL now backs off for seconds
-        sender.submit(Ping(hc(f"http://127.0.0.1:{free_port}/m"), "success"))
-        failed = sender.stats()["failed"]
-        sender.flush(2.0)
-        assert failed + 1 == sender.stats()["failed"]
+    """A URL that is backing off (for seconds here) is tried again as soon as a flush begins, once."""
+    sender = make_sender(max_attempts=1, backoff_initial=2.0, backoff_max=30.0)
+    sender.submit(Ping(hc(f"http://127.0.0.1:{free_port}/m"), "success"))
+    wait_until(lambda: sender.stats()["failed"] >= 1)  # the host now backs off for 3 s or more
+    for attempt in range(2):
+        assert not sender.flush(2.0)
+        assert 2 + attempt == sender.stats()["failed"]  # one more try per flush, then it gives up
     with PingReceiver(port=free_port) as rx:
         started = time.monotonic()
         assert sender.flush(5.0)
