@@ -8,13 +8,23 @@ the thread a greenlet and the locks cooperative.
 
 Memory is bounded by monitors, not by the task rate: pending pings live in
 slots keyed by (URL, kind), and a newer ping replaces an older one in its slot
-(counted "coalesced"). The one exception keeps runs whole: once a run's start
-ping went out, that run's finish gets a slot of its own, so no later run can
-coalesce it away. Only runs whose start reached the endpoint get such a slot,
-so a dead endpoint cannot grow them, and they are capped anyway.
+(counted "coalesced"); a monitor still sees its last event last. Runs stay
+whole: once a run's start ping went out (or while it is going out), that run's
+finish gets a slot of its own, so no later run can coalesce it away; and a
+finish that gives way takes its run's unsent start along. Only runs whose start
+reached the endpoint get own slots, so a dead endpoint cannot grow them (they
+are capped anyway): per monitor, at most one ping per kind is queued, plus the
+finish of a start in flight, plus the ping in flight.
 
 Pings older than `max_age` are dropped (counted): a very late success ping would
 make a monitor look healthy at the wrong time. Failure pings never age out.
+
+One thread sends everything, so a sick endpoint must not hold up the others:
+network errors back off the whole host (many monitors on it cost one round of
+attempts), HTTP errors back off the URL, a long Retry-After backs off its URL
+instead of being slept through, and a failed ping goes back behind other
+monitors' pings. A flush (or a shutdown that began: `expedite`) cuts backoffs
+short and tries each URL once more within its deadline.
 """
 
 from __future__ import annotations
