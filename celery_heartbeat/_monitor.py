@@ -54,9 +54,7 @@ def parse_monitor(key: str, spec: MonitorSpec) -> Monitor | None:
         raise ConfigurationError(key, spec, "expected a URL string, a monitor dict or None")
     unknown = sorted(str(k) for k in spec if k not in MONITOR_KEYS)
     if unknown:
-        raise ConfigurationError(
-            key, spec, f"unknown monitor key(s) {unknown}; allowed: {sorted(MONITOR_KEYS)}"
-        )
+        raise ConfigurationError(key, spec, f"unknown monitor key(s) {unknown}; allowed: {sorted(MONITOR_KEYS)}")
     raw_url = spec.get("url")
     if raw_url is None or raw_url == "":
         return None

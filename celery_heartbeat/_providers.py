@@ -73,9 +73,7 @@ def _with_path(url: str, suffix: str) -> str:
 def _with_query(url: str, params: dict[str, str], drop: tuple[str, ...] = ()) -> str:
     """Set query parameters, keeping the user's own ones (except those we own)."""
     parts = urlsplit(url)
-    pairs = [
-        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params and k not in drop
-    ]
+    pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params and k not in drop]
     pairs.extend(params.items())
     return urlunsplit(parts._replace(query=urlencode(pairs)))
 
@@ -118,10 +116,7 @@ def build_request(
     if provider == "betterstack":
         return WireRequest("GET", url if kind == "success" else _with_path(url, "/fail"))
     if provider == "uptime_kuma":
-        if kind == "success":
-            params = {"status": "up", "msg": "OK"}
-        else:
-            params = {"status": "down", "msg": detail or "failed"}
+        params = {"status": "up", "msg": "OK"} if kind == "success" else {"status": "down", "msg": detail or "failed"}
         return WireRequest("GET", _with_query(url, params, drop=("ping",)))
     if provider == "deadmanssnitch":
         if kind == "success":

@@ -28,9 +28,7 @@ class Registry:
     def __init__(self, urls: Mapping[str, Monitor], task_option: TaskOption) -> None:
         self._exact = {name: m for name, m in urls.items() if not is_glob(name)}
         # Longest pattern first: the most specific glob wins.
-        self._globs = sorted(
-            ((name, m) for name, m in urls.items() if is_glob(name)), key=lambda item: -len(item[0])
-        )
+        self._globs = sorted(((name, m) for name, m in urls.items() if is_glob(name)), key=lambda item: -len(item[0]))
         self._task_option = task_option
         self._cache: dict[str, Monitor | None] = {}
 

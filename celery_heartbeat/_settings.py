@@ -74,12 +74,7 @@ def _number(key: str, value: object, *, minimum: float, allow_equal: bool = True
         number = float(value)
     except ValueError:
         raise ConfigurationError(key, value, "expected a number of seconds") from None
-    if (
-        math.isnan(number)
-        or math.isinf(number)
-        or number < minimum
-        or (number == minimum and not allow_equal)
-    ):
+    if math.isnan(number) or math.isinf(number) or number < minimum or (number == minimum and not allow_equal):
         bound = f">= {minimum:g}" if allow_equal else f"> {minimum:g}"
         raise ConfigurationError(key, value, f"expected a finite number {bound}")
     return number

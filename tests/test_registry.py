@@ -74,7 +74,7 @@ def test_task_option_through_a_real_app(make_app: Callable[..., Celery]) -> None
 
 
 def test_a_broad_glob_leaves_celerys_and_the_librarys_own_tasks_alone() -> None:
-    """"*" maps user tasks, not celery.* built-ins or the library's ping tasks (which ping their own monitor)."""
+    """A "*" glob maps user tasks, not celery.* built-ins or the library's ping tasks (which ping their own monitor)."""
     r = _registry({"*": "https://x.example/all"})
     assert "https://x.example/all" == _url(r.resolve("proj.anything"))
     assert None is r.resolve("celery_heartbeat.ping")
