@@ -8,16 +8,13 @@ greenlet when they monkeypatch, so delivery never blocks the pool's hub.
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from celery import Celery
+from worker_process import celery_worker
 
 from celery_heartbeat.testing import PingReceiver
 
@@ -65,27 +62,12 @@ def test_pool_delivers_start_and_success_and_flushes_on_sigterm(
     if pool in ("gevent", "eventlet") and importlib.util.find_spec(pool) is None:
         pytest.skip(f"{pool} is not installed")
     (tmp_path / "poolsapp.py").write_text(textwrap.dedent(APP_MODULE))
-    env = dict(clean_env)
-    env.update(
-        BROKER=redis_url,
-        QUEUE=unique_name,
-        RECEIVER=heartbeat_receiver.base_url,
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]),
-        PYTHONWARNINGS="ignore",
-    )
-    log = tmp_path / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "poolsapp", "worker", f"--pool={pool}", "-c", "2"]
-    cmd += ["--loglevel=INFO", "--without-mingle", "--without-gossip", f"--hostname={unique_name}@%h"]
+    env = dict(clean_env, BROKER=redis_url, QUEUE=unique_name, RECEIVER=heartbeat_receiver.base_url)
+    env["PYTHONWARNINGS"] = "ignore"
     client = Celery("client", broker=redis_url, set_as_current=False)
     client.conf.task_default_queue = unique_name
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while b" ready." not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    args = (f"--pool={pool}", "-c", "2", f"--hostname={unique_name}@%h")
+    with celery_worker("poolsapp", tmp_path, env, *args) as (proc, log):
         first = client.send_task("pools.ok", (1,)).id
         pings = heartbeat_receiver.wait_for(2, name="ok", timeout=20)
         assert [("/ok/start", first), ("/ok", first)] == [(p.path, p.query["rid"]) for p in pings]
@@ -98,8 +80,4 @@ def test_pool_delivers_start_and_success_and_flushes_on_sigterm(
         finished = [p for p in heartbeat_receiver.pings_for("ok") if p.path == "/ok" and p.query["rid"] == second]
         assert 1 == len(finished), log.read_text()
         assert "Traceback" not in log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        client.close()
+    client.close()

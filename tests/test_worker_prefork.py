@@ -7,10 +7,6 @@ Celery fires task_failure / task_revoked without a task request.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
+from worker_process import celery_worker
 
 from celery_heartbeat.testing import PingReceiver
 
@@ -74,35 +71,17 @@ def prefork_worker(
     real_broker_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str], heartbeat_receiver: PingReceiver
 ) -> Iterator[tuple[Celery, Path]]:
     (tmp_path / "storyapp.py").write_text(textwrap.dedent(APP_MODULE))
-    env = dict(clean_env)
-    env.update(
-        BROKER=real_broker_url,
-        QUEUE=unique_name,
-        RECEIVER=heartbeat_receiver.base_url,
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]),
-    )
-    log = tmp_path / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "storyapp", "worker", "--pool=prefork", "-c", "2"]
-    cmd += ["--loglevel=INFO", "--without-mingle", "--without-gossip", f"--hostname={unique_name}@%h"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    env = dict(clean_env, BROKER=real_broker_url, QUEUE=unique_name, RECEIVER=heartbeat_receiver.base_url)
     client = Celery("client", broker=real_broker_url, set_as_current=False)
     client.conf.task_default_queue = unique_name
     client.conf.control_exchange = unique_name
     try:
-        deadline = time.monotonic() + 30
-        while b" ready." not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield client, log
+        with celery_worker("storyapp", tmp_path, env, "--pool=prefork", "-c", "2", f"--hostname={unique_name}@%h") as (
+            _,
+            log,
+        ):
+            yield client, log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
         client.close()
 
 
