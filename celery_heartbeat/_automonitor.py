@@ -14,10 +14,13 @@ auto-monitoring is only the fallback for tasks that have none.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -172,6 +175,7 @@ class AutoMonitors:
         self.active = settings.auto_monitor and can_ping(settings)
         self._table: Table | None = None
         self._expires: float | None = None
+        self._refreshing = False
         self._warned: set[str] = set()
 
     def entries(self) -> tuple[list[AutoEntry], list[str]]:
@@ -184,12 +188,30 @@ class AutoMonitors:
         if not self.active:
             return None
         table = self._table
-        if table is None or (self._expires is not None and time.monotonic() > self._expires):
+        if table is None:  # not warmed (no worker_ready / worker_process_init here): once per process
             table = self.build()
+        elif self._expires is not None and time.monotonic() > self._expires:
+            self._refresh_in_background()  # a database read must not run on the task's thread
         by_args = table.get(task_name)
         if not by_args:
             return None
         return by_args.get(arg_key(args, kwargs))
+
+    def _refresh_in_background(self) -> None:
+        """Re-read a dynamic schedule (django-celery-beat) on a short-lived thread; runs keep the old table."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+        self._expires = None  # until the refresh sets the next expiry
+
+        def refresh() -> None:
+            try:
+                self.build()
+            finally:
+                self._refreshing = False
+                _close_django_connection()
+
+        threading.Thread(target=refresh, name="celery-heartbeat-entries", daemon=True).start()
 
     def warm(self) -> None:
         """Build the table now (worker_ready) and say what is monitored."""
@@ -225,3 +247,11 @@ class AutoMonitors:
         if message not in self._warned:
             self._warned.add(message)
             logger.warning("%s", message)
+
+
+def _close_django_connection() -> None:
+    """A thread that queried Django's database closes its own connection (Django opens one per thread)."""
+    db = sys.modules.get("django.db")
+    if db is not None:
+        with contextlib.suppress(Exception):  # best effort: the refresh itself succeeded or was logged
+            db.connection.close()

@@ -43,6 +43,7 @@ class Hooks:
             (signals.task_failure, self.on_failure),
             (signals.task_revoked, self.on_revoked),
             (signals.worker_ready, self.on_worker_ready),
+            (signals.worker_process_init, self.on_process_init),
             (signals.worker_shutting_down, self.on_shutting_down),
             (signals.worker_process_shutdown, self.on_process_shutdown),
             (signals.worker_shutdown, self.on_worker_shutdown),
@@ -170,6 +171,15 @@ class Hooks:
                 self.hb.auto.warm()  # reads the beat schedule now, reports entries it cannot monitor
         except Exception:
             self._guard_error("worker_ready")
+
+    def on_process_init(self, **_: Any) -> None:
+        # Prefork children are forked before worker_ready: build the beat-entry table here,
+        # not on the first task's thread.
+        try:
+            if self.hb.auto.active:
+                self.hb.auto.build()
+        except Exception:
+            self._guard_error("worker_process_init")
 
     def on_beat_init(self, sender: Any = None, **_: Any) -> None:
         # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
