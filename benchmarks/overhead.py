@@ -202,8 +202,9 @@ def run_scenario(scenario: Scenario, pool: str, n: int, broker: str, urls: dict[
         store.close()
 
 
-def hook_cost(calls: int, coalesce: float, url: str) -> tuple[float, float]:
-    """Median and 99th percentile, in microseconds, of on_prerun + on_success for one run."""
+def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = False) -> tuple[float, float]:
+    """Median and 99th percentile, in microseconds, of on_prerun + on_success for one run
+    (of on_success alone with `success_only`, the run having started untimed)."""
     app = Celery(f"hookbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
 
     @app.task(name="bench.noop")
@@ -219,8 +220,11 @@ def hook_cost(calls: int, coalesce: float, url: str) -> tuple[float, float]:
             task_id = f"id-{i}"
             noop.push_request(id=task_id, retries=0)
             try:
+                if success_only:
+                    hooks.on_prerun(sender=noop, task_id=task_id, task=noop)
                 started = clock()
-                hooks.on_prerun(sender=noop, task_id=task_id, task=noop)
+                if not success_only:
+                    hooks.on_prerun(sender=noop, task_id=task_id, task=noop)
                 hooks.on_success(sender=noop, result=None)
                 samples.append(clock() - started)
             finally:
@@ -229,33 +233,6 @@ def hook_cost(calls: int, coalesce: float, url: str) -> tuple[float, float]:
         hb.uninstall()
     samples.sort()
     return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
-
-
-def on_success_cost(calls: int, url: str) -> float:
-    """Median microseconds of Hooks.on_success alone (default settings, run started earlier)."""
-    app = Celery(f"hookbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
-
-    @app.task(name="bench.noop")
-    def noop() -> None:
-        return None
-
-    hb = celery_heartbeat.install(app, urls={"bench.noop": url})
-    samples = []
-    clock = time.perf_counter_ns
-    try:
-        for i in range(calls):
-            task_id = f"id-{i}"
-            noop.push_request(id=task_id, retries=0)
-            try:
-                hb.hooks.on_prerun(sender=noop, task_id=task_id, task=noop)
-                started = clock()
-                hb.hooks.on_success(sender=noop, result=None)
-                samples.append(clock() - started)
-            finally:
-                noop.pop_request()
-    finally:
-        hb.uninstall()
-    return statistics.median(samples) / 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("celery_heartbeat").addHandler(logging.NullHandler())  # the dead endpoint's warning
     dead = f"http://127.0.0.1:{free_port()}/bench"
-    success_us = on_success_cost(args.hook_calls, dead)
+    success_us, _ = hook_cost(args.hook_calls, 10.0, dead, success_only=True)
     default_med, default_p99 = hook_cost(args.hook_calls, 10.0, dead)
     every_med, every_p99 = hook_cost(args.hook_calls, 0.0, dead)
     print(f"\nHooks.on_success alone, default settings:       median {success_us:5.2f} us")
