@@ -42,16 +42,21 @@ def cronitor() -> Iterator[FakeCronitor]:
         yield api
 
 
-def hc_app(name: str, hc: FakeHealthchecks, schedule: dict[str, Any], **conf: Any) -> Celery:
-    """An app whose settings hold only Healthchecks keys (not installed: sync reads app.conf)."""
+def _app(name: str, schedule: dict[str, Any], conf: dict[str, Any]) -> Celery:
     app = Celery(name, broker="memory://", set_as_current=False)
     app.conf.beat_schedule = schedule
-    app.conf.heartbeat_healthchecks_ping_key = PING_KEY
-    app.conf.heartbeat_healthchecks_api_key = hc.api_key
-    app.conf.heartbeat_healthchecks_api_url = hc.url
-    for key, value in conf.items():
-        setattr(app.conf, key, value)
+    app.conf.update(conf)
     return app
+
+
+def hc_app(name: str, hc: FakeHealthchecks, schedule: dict[str, Any], **conf: Any) -> Celery:
+    """An app whose settings hold only Healthchecks keys (not installed: sync reads app.conf)."""
+    keys = {
+        "heartbeat_healthchecks_ping_key": PING_KEY,
+        "heartbeat_healthchecks_api_key": hc.api_key,
+        "heartbeat_healthchecks_api_url": hc.url,
+    }
+    return _app(name, schedule, {**keys, **conf})
 
 
 def actions(result: SyncResult) -> dict[str, str]:
@@ -318,13 +323,8 @@ def test_no_keys_is_an_error_saying_which_settings(unique_name: str) -> None:
 
 
 def cronitor_app(name: str, api: FakeCronitor, schedule: dict[str, Any], **conf: Any) -> Celery:
-    app = Celery(name, set_as_current=False)
-    app.conf.beat_schedule = schedule
-    app.conf.heartbeat_cronitor_api_key = api.api_key
-    app.conf.heartbeat_cronitor_api_url = api.url
-    for key, value in conf.items():
-        setattr(app.conf, key, value)
-    return app
+    keys = {"heartbeat_cronitor_api_key": api.api_key, "heartbeat_cronitor_api_url": api.url}
+    return _app(name, schedule, {**keys, **conf})
 
 
 def test_cronitor_monitors_get_cron_in_field_order_with_timezone_and_grace(
