@@ -98,7 +98,7 @@ class Hooks:
             monitor = self.hb.monitor_for_run(sender.name, request.args, request.kwargs)
             if monitor is None:
                 return
-            task_id = sender.request.id
+            task_id = request.id
             if task_id is None:
                 return
             if self.hb.runs.success(monitor.url, task_id):
