@@ -152,6 +152,9 @@ class BackgroundSender:
         self._urls: dict[str, _Backoff] = {}
         self._hosts: dict[str, _Backoff] = {}
         self._in_flight: Ping | None = None
+        # A delivery's outcome is recorded but its state-change log line not yet written:
+        # flush() waits for it too, so a caller that flushed sees the log that delivery caused.
+        self._logging = False
         # Urgency (a flush, or a shutdown that began): backoffs are cut short, attempts end by
         # the latest deadline, and each URL is tried once more even if it is backing off.
         self._flush_ends: list[float] = []
@@ -375,10 +378,17 @@ class BackgroundSender:
                 backoff.fail(began, time.monotonic(), pause)
                 state.failing = True
                 self._requeue(ping)
-            self._cond.notify_all()
-        if message is not None:
+            if message is None:
+                self._cond.notify_all()
+                return
+            self._logging = True
+        try:
             status = outcome.error if outcome.error is not None else f"HTTP {outcome.status}"
-            logger.warning(message, redact(url), status)
+            logger.warning(message, redact(url), status)  # outside the lock: submit() never waits on logging
+        finally:
+            with self._cond:
+                self._logging = False
+                self._cond.notify_all()
 
     def _requeue(self, ping: Ping) -> None:
         """Keep a ping whose delivery failed, unless a newer one replaced it.
@@ -471,7 +481,7 @@ class BackgroundSender:
             return False
 
     def _flush_locked(self, end: float) -> bool:
-        if not self._pending and self._in_flight is None:
+        if not self._pending and self._in_flight is None and not self._logging:
             return True
         if self._thread is None and not self._closed:
             try:
@@ -482,7 +492,7 @@ class BackgroundSender:
         self._flush_ends.append(end)
         self._cond.notify_all()
         try:
-            while self._pending or self._in_flight is not None:
+            while self._pending or self._in_flight is not None or self._logging:
                 now = time.monotonic()
                 if now >= end:
                     return False
