@@ -299,7 +299,9 @@ def test_a_sick_endpoint_never_touches_tasks_and_pings_resume_on_recovery(
         stack.callback(hb.uninstall)
         results, elapsed = run_batch(add)  # normal results, checked inside
         last = results[-1]  # after every other run: its finish is the newest ping
-        limit = worker.baseline * 1.5 + 0.5
+        # Slack of one broker poll cycle: on Celery 5.3 the memory transport makes a batch take 2 s or 4 s
+        # by phase alone. Pings sent inline would cost 41 x 0.5 s x 2 attempts, far beyond this.
+        limit = worker.baseline * 1.5 + 2.5
         assert elapsed < limit, f"41 trivial tasks took {elapsed:.2f}s, {worker.baseline:.2f}s without the library"
         assert hb.stats()["pending"] <= 3 + 2  # start, success, failure; a start in flight and its finish
         if setup.logs_trouble:
