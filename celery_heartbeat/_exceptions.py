@@ -1,7 +1,8 @@
 """Exceptions raised by celery-heartbeat.
 
 HeartbeatError
-└── ConfigurationError   (also a ValueError: bad settings, named key and value)
+├── ConfigurationError   (also a ValueError: bad settings, named key and value)
+└── TransportError       (internal: no HTTP answer came; never reaches a task)
 
 Delivery problems never raise: a monitoring endpoint's trouble is logged and
 counted, never passed on to the task that happened to trigger the ping.
@@ -22,6 +23,15 @@ class ConfigurationError(HeartbeatError, ValueError):
         self.value = value
         self.expected = expected
         super().__init__(f"{key}={_show(value)}: {expected}")
+
+
+class TransportError(HeartbeatError):
+    """No HTTP answer came (refused, timed out, TLS, DNS...); the words are safe to log (no URL)."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+        super().__init__(description)
 
 
 def _show(value: object) -> str:

@@ -9,14 +9,13 @@ from celery import Celery
 
 from celery_heartbeat._automonitor import AutoMonitors
 from celery_heartbeat._beat import install_beat_liveness
-from celery_heartbeat._delivery import DeliveryPolicy
 from celery_heartbeat._hooks import Hooks
 from celery_heartbeat._monitor import Monitor, MonitorSpec
 from celery_heartbeat._registry import Registry
-from celery_heartbeat._runs import RunBook
-from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
 from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._tasks import register_tasks
+from celery_heartbeat.delivery.runs import RunBook
+from celery_heartbeat.delivery.sender import BackgroundSender, Sender, SenderConfig
 
 _ATTR = "_celery_heartbeat"
 
@@ -31,11 +30,7 @@ class Heartbeat:
         self.runs = RunBook(settings.coalesce_seconds)
         self.sender: Sender = BackgroundSender(
             SenderConfig(
-                policy=DeliveryPolicy(
-                    timeout=settings.timeout,
-                    max_attempts=settings.max_attempts,
-                    backoff_max=settings.backoff_max,
-                ),
+                timeout=settings.timeout,
                 max_age=settings.max_age,
                 backoff_max=settings.backoff_max,
                 shutdown_timeout=settings.shutdown_timeout,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from celery import signals
 from celery.utils.dispatch import Signal
 
-from celery_heartbeat._ping import Ping
+from celery_heartbeat.delivery.ping import Ping
 
 if TYPE_CHECKING:
     from celery_heartbeat._heartbeat import Heartbeat

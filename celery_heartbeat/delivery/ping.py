@@ -1,9 +1,9 @@
-"""A ping waiting to be delivered: which monitor, which signal, which run."""
+"""A ping waiting to be delivered: which monitor, which signal, which run, and when it happened."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from time import monotonic
 
 from celery_heartbeat._monitor import Monitor
 from celery_heartbeat._providers import Kind, WireRequest, build_request
@@ -15,12 +15,15 @@ class Ping:
     kind: Kind
     run_id: str | None = None
     detail: str | None = None
-    created: float = field(default_factory=monotonic)
+    #: `time.monotonic()` when the ping was made: its age (late success pings are dropped).
+    created: float = field(default_factory=time.monotonic)
+    #: `time.time()` when the event happened (the signal): orders pings from several processes,
+    #: and travels as Cronitor's `stamp`, so a late ping is filed at its event's time.
+    at: float = field(default_factory=time.time)
 
     @property
-    def key(self) -> tuple[str, str]:
-        """Pending pings coalesce on this key: memory is bounded by monitors x kinds."""
-        return (self.monitor.url, self.kind)
+    def url(self) -> str:
+        return self.monitor.url
 
     def request(self) -> WireRequest | None:
         return build_request(
@@ -29,4 +32,5 @@ class Ping:
             self.kind,
             run_id=self.run_id,
             detail=self.detail,
+            stamp=self.at,
         )

@@ -1,0 +1,16 @@
+"""Delivery: from a ping handed over by a signal handler to the HTTP request, per process.
+
+- `ping.py`: the ping value (monitor, kind, run, event time).
+- `runs.py`: which runs ping at all (coalescing decided when a run starts).
+- `book.py`: pending pings per monitor, in event order, coalesced; pure data.
+- `backoff.py`: when a failing URL or host may be tried again.
+- `transport.py`: HTTP through `requests`, answering the library's own `Response`.
+- `outcome.py`: what an answer means (sent, rejected, retry later).
+- `sender.py`: the background threads, fork safety, flush and shutdown.
+- `retry.py`: the one retry engine of the synchronous paths (ping task, CLI, sync API client).
+"""
+
+from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.sender import BackgroundSender, Sender, SenderConfig
+
+__all__ = ["BackgroundSender", "Ping", "Sender", "SenderConfig"]
