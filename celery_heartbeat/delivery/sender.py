@@ -10,11 +10,14 @@ One dispatcher thread decides what goes next (`PendingBook`: per-monitor order,
 coalescing; `Backoffs`: when a URL or host may be tried again) and hands one
 attempt at a time to worker threads, each with its own keep-alive transport:
 - at most one ping per monitor in flight, so a monitor sees its events in order;
-- at most `concurrency` fresh attempts at once, to one host or many; an attempt
-  running longer than `slow_after` stops counting, so a hanging host holds up
-  other hosts' pings by at most that long (`max_threads` bounds the total);
+- at most `concurrency` (8) fresh attempts at once, to one host or many, and at
+  most that many per host; an attempt running longer than `slow_after` (1 s)
+  stops counting, so a hanging host holds up other hosts' pings by at most that
+  long. `max_threads` (24) bounds the total: two hosts that stop answering in
+  the middle of a burst hold 8 threads each until their attempts time out;
 - a host that has not answered yet (or stopped answering) gets one attempt at a
-  time until it answers, so a dead host costs one attempt per backoff round;
+  time until it answers, so a dead host costs one attempt (and holds one thread)
+  per backoff round;
 - one attempt per turn: a failed ping waits out its backoff at the head of its
   monitor's queue while other monitors go on, never slept through inline.
 A flush (or a shutdown that began: `expedite`) cuts backoffs short and tries each
@@ -79,7 +82,7 @@ class SenderConfig:
     #: Attempts in flight at once (younger than `slow_after`), to one host or several.
     concurrency: int = 8
     #: Worker threads at most, counting those stuck on slow attempts.
-    max_threads: int = 16
+    max_threads: int = 24
     #: An attempt older than this no longer holds a place among the `concurrency`.
     slow_after: float = 1.0
 
