@@ -72,9 +72,7 @@ class ApiClient:
         response = tried.response
         if response is None:
             error = tried.error
-            reason = "out of time" if error is None else f"{error.name}: {error.description}"
-            if tried.attempts == 0:
-                reason = "out of time"
+            reason = "out of time" if tried.attempts == 0 or error is None else f"{error.name}: {error.description}"
             raise ProviderError(f"{shown}: {reason}")
         if response.status in ok:
             if not response.content:
