@@ -33,6 +33,8 @@ class Backoff:
     next_try: float = 0.0
     #: When the last failed attempt *began*: one begun before a flush does not count as its try.
     tried_at: float = 0.0
+    #: When the last failure was recorded: attempts begun before it were in flight with it (one round).
+    failed_at: float = 0.0
 
     def blocked_for(self, now: float, urgent_since: float | None) -> float:
         if self.next_try <= now or (urgent_since is not None and self.tried_at < urgent_since):
@@ -43,7 +45,12 @@ class Backoff:
         self.failing = True
         self.failures += 1
         self.tried_at = began
+        self.failed_at = now
         self.next_try = now + pause
+
+    def same_round(self, began: float) -> bool:
+        """Whether an attempt that began then was in flight alongside the last recorded failure."""
+        return self.failures > 0 and began < self.failed_at
 
     def clear(self) -> None:
         self.failing, self.failures, self.next_try = False, 0, 0.0
@@ -113,7 +120,11 @@ class Backoffs:
         else:
             self._answering.discard(host)
             target = self.hosts.setdefault(host, Backoff())
-        pause = self.policy.pause(target.failures + 1, retry_after, self._jitter())
-        target.fail(began, now, pause)
+        if target.same_round(began) and retry_after is None:  # several attempts at once failed: one round
+            target.tried_at = max(target.tried_at, began)
+            pause = target.next_try - now
+        else:
+            pause = self.policy.pause(target.failures + 1, retry_after, self._jitter())
+            target.fail(began, now, pause)
         self.url_state(url).failing = True
         return pause

@@ -6,22 +6,12 @@ parent's pending pings), a timed flush for shutdown, idle threads that exit on
 their own. Under gevent or eventlet the monkey-patched `threading` makes the
 threads greenlets and the locks cooperative.
 
-One dispatcher thread decides what goes next (`PendingBook`: per-monitor order,
-coalescing; `Backoffs`: when a URL or host may be tried again) and hands one
-attempt at a time to worker threads, each with its own keep-alive transport:
-- at most one ping per monitor in flight, so a monitor sees its events in order;
-- at most `concurrency` (8) fresh attempts at once, to one host or many, and at
-  most that many per host; an attempt running longer than `slow_after` (1 s)
-  stops counting, so a hanging host holds up other hosts' pings by at most that
-  long. `max_threads` (24) bounds the total: two hosts that stop answering in
-  the middle of a burst hold 8 threads each until their attempts time out;
-- a host that has not answered yet (or stopped answering) gets one attempt at a
-  time until it answers, so a dead host costs one attempt (and holds one thread)
-  per backoff round;
-- one attempt per turn: a failed ping waits out its backoff at the head of its
-  monitor's queue while other monitors go on, never slept through inline.
-A flush (or a shutdown that began: `expedite`) cuts backoffs short and tries each
-URL and host once more within its deadline.
+One dispatcher thread asks the `Scheduler` what may go next (per-monitor order,
+bounded concurrency, per-host backoff: see scheduler.py) and hands each attempt
+to a `WorkerPool` thread with its own keep-alive transport. A flush (or a
+shutdown that began: `expedite`) cuts backoffs short and tries each URL and host
+once more within its deadline. Delivery trouble is logged once per URL when it
+starts and once when it ends, never with the URL in full.
 """
 
 from __future__ import annotations
@@ -32,17 +22,17 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from celery_heartbeat._exceptions import TransportError
 from celery_heartbeat._redact import redact
-from celery_heartbeat.delivery.backoff import BackoffPolicy, Backoffs, host_of
-from celery_heartbeat.delivery.book import Entry, PendingBook
-from celery_heartbeat.delivery.outcome import Result, classify
+from celery_heartbeat.delivery.backoff import BackoffPolicy, Backoffs
+from celery_heartbeat.delivery.book import PendingBook
 from celery_heartbeat.delivery.ping import Ping
-from celery_heartbeat.delivery.transport import RequestsTransport, Response, Transport
+from celery_heartbeat.delivery.scheduler import Answer, Job, Limits, Scheduler
+from celery_heartbeat.delivery.transport import RequestsTransport, Transport
+from celery_heartbeat.delivery.workers import WorkerPool
 
 logger = logging.getLogger("celery_heartbeat")
 
@@ -79,33 +69,12 @@ class SenderConfig:
     idle_exit: float = 60.0
     #: How many started runs per process are remembered as owed a finish.
     owed_capacity: int = 1000
-    #: Attempts in flight at once (younger than `slow_after`), to one host or several.
+    #: Attempts in flight at once (younger than `slow_after`), to one host or several; also per host.
     concurrency: int = 8
     #: Worker threads at most, counting those stuck on slow attempts.
     max_threads: int = 24
     #: An attempt older than this no longer holds a place among the `concurrency`.
     slow_after: float = 1.0
-
-
-COUNTERS = ("sent", "failed", "rejected", "retried", "coalesced", "dropped")
-"""sent: delivered. failed: an attempt without success (the ping is kept). rejected: a 4xx
-answer (the ping is dropped). retried: attempts after a ping's first. coalesced: a pending
-ping replaced by a newer one of the same slot. dropped: too old, or closed."""
-
-
-@dataclass(eq=False)
-class _Job:
-    entry: Entry
-    host: str
-    started: float
-
-
-@dataclass(frozen=True)
-class _Answer:
-    response: Response | None
-    error: str | None
-    began: float
-    sendable: bool = True
 
 
 def _reset_after_fork(ref: weakref.ref[BackgroundSender]) -> Callable[[], None]:
@@ -141,20 +110,25 @@ class BackgroundSender:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the dispatcher waits here
-        self._work = threading.Condition(self._lock)  # idle workers wait here
         self._changed = threading.Condition(self._lock)  # flush waits here
-        self._book = PendingBook(max_age=config.max_age, owed_capacity=config.owed_capacity, clock=self._clock)
-        policy = BackoffPolicy(config.backoff_initial, config.backoff_max, retry_after_max=config.max_age)
-        self._backoffs = Backoffs(policy)
-        self._jobs: deque[_Job] = deque()  # dispatched, not yet picked up by a worker
-        self._flights: set[_Job] = set()  # dispatched and not yet recorded
-        self._host_busy: dict[str, int] = {}
+        book = PendingBook(max_age=config.max_age, owed_capacity=config.owed_capacity, clock=self._clock)
+        backoffs = Backoffs(BackoffPolicy(config.backoff_initial, config.backoff_max, retry_after_max=config.max_age))
+        limits = Limits(config.concurrency, config.max_threads, config.slow_after)
+        self._scheduler = Scheduler(book, backoffs, limits)
+        self._book = book
+        self._pool = WorkerPool(
+            self._lock,
+            attempt=self._attempt,
+            settle=self._settle,
+            on_error=self._log_bug,
+            transport_factory=self._transport_factory,
+            name=THREAD_NAME,
+            idle_exit=config.idle_exit,
+            clock=self._clock,
+        )
+        if self._closed:
+            self._pool.closed = True
         self._dispatcher: threading.Thread | None = None
-        self._workers: set[threading.Thread] = set()
-        # Workers that will look at `_jobs` before they wait or exit: idle ones, new ones, and
-        # those just done with an attempt. A job is handed to one of them, else a thread is started.
-        self._claimants = 0
-        self._spawned = 0
         # Deliveries whose state-change log line is not yet written: flush() waits for them too,
         # so a caller that flushed sees the log that delivery caused.
         self._logging = 0
@@ -163,7 +137,7 @@ class BackgroundSender:
         self._flush_ends: list[float] = []
         self._expedite_until = 0.0
         self._urgent_since = 0.0
-        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._dropped_closed = 0
         self._submitted = 0
         self._settled = 0
         self._bug_logged = False
@@ -185,7 +159,7 @@ class BackgroundSender:
             self._check_pid()
             with self._lock:
                 if self._closed:
-                    self._counts["dropped"] += 1
+                    self._dropped_closed += 1
                     return False
                 new_slot = self._book.put(ping)
                 self._submitted += 1
@@ -236,64 +210,25 @@ class BackgroundSender:
                     self._wake.wait(wait)
             finally:
                 self._dispatcher = None
-                self._work.notify_all()
                 self._changed.notify_all()
 
     def _dispatch(self, now: float) -> float | None:
         """Hand out every attempt that may start now; the seconds until the next may (None: on an event)."""
-        config = self._config
         urgent_since = self._urgent_since if self._deadline(now) is not None else None
-        fresh = [job.started for job in self._flights if now - job.started < config.slow_after]
         dropped = self._book.dropped
-
-        def host_gate(host: str) -> float | None:
-            cap = config.concurrency if self._backoffs.answering(host) else 1
-            if self._host_busy.get(host, 0) >= cap:
-                return None
-            return self._backoffs.host_wait(host, now, urgent_since)
-
-        def url_gate(url: str) -> float | None:
-            state = self._backoffs.urls.get(url)
-            return 0.0 if state is None else state.blocked_for(now, urgent_since)
-
         soonest: float | None = None
-        while len(fresh) < config.concurrency and len(self._flights) < config.max_threads:
-            entry, wait = self._book.take(host_gate, url_gate)
+        while True:
+            job, wait = self._scheduler.take(now, urgent_since)
             if wait is not None:
                 soonest = wait if soonest is None else min(soonest, wait)
-            if entry is None:
+            if job is None:
                 break
-            if not self._hand_out(entry, now):
+            if not self._pool.hand(job):
+                self._scheduler.cancel(job)
                 break
-            fresh.append(now)
-        full = len(fresh) >= config.concurrency or len(self._flights) >= config.max_threads
-        if self._book.queued and full and fresh:  # an attempt turning slow frees a place
-            turn = min(fresh) + config.slow_after - now
-            soonest = turn if soonest is None else min(soonest, turn)
-        if self._book.dropped != dropped:
+        if self._book.dropped != dropped:  # pings too old to send were dropped: flush may be done
             self._changed.notify_all()
-        return None if soonest is None else max(0.0, soonest)
-
-    def _hand_out(self, entry: Entry, now: float) -> bool:
-        """Give an attempt to an idle worker, or a new one; False (and the ping back) if none can start."""
-        job = _Job(entry, host_of(entry.ping.url), now)
-        self._jobs.append(job)
-        if self._claimants >= len(self._jobs):
-            self._work.notify()
-        else:
-            self._spawned += 1
-            thread = threading.Thread(target=self._work_loop, name=f"{THREAD_NAME}-{self._spawned}", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # interpreter shutting down
-                self._jobs.remove(job)
-                self._book.retry(entry)
-                return False
-            self._workers.add(thread)
-            self._claimants += 1
-        self._flights.add(job)
-        self._host_busy[job.host] = self._host_busy.get(job.host, 0) + 1
-        return True
+        return soonest
 
     def _deadline(self, now: float) -> float | None:
         """When urgent: the monotonic time by which delivery must end; None otherwise."""
@@ -305,124 +240,48 @@ class BackgroundSender:
         if self._deadline(now) is None:
             self._urgent_since = now
 
-    # -- workers ---------------------------------------------------------------------------
+    # -- one attempt (on a worker thread) ----------------------------------------------
 
-    def _work_loop(self) -> None:
-        transport: Transport | None = None
-        try:
-            while True:
-                job = self._next_job()
-                if job is None:
-                    return
-                try:
-                    if transport is None:
-                        transport = self._transport_factory()
-                    answer = self._attempt(transport, job)
-                except Exception:
-                    self._log_bug()
-                    answer = _Answer(None, "error", job.started)
-                try:
-                    self._record(job, answer)
-                except Exception:  # never let the thread die: later pings still matter
-                    self._log_bug()
-        finally:
-            with self._lock:
-                self._workers.discard(threading.current_thread())
-            if transport is not None:
-                try:
-                    transport.close()
-                except Exception:
-                    self._log_bug()
-
-    def _next_job(self) -> _Job | None:
-        """The next attempt to make; waits for one. None: exit the thread (idle, or closed)."""
-        with self._lock:
-            idle_since = self._clock()
-            while not self._jobs:
-                idle = self._clock() - idle_since
-                if self._closed or idle >= self._config.idle_exit:
-                    self._claimants -= 1
-                    return None
-                self._work.wait(self._config.idle_exit - idle)
-            self._claimants -= 1
-            return self._jobs.popleft()
-
-    def _attempt(self, transport: Transport, job: _Job) -> _Answer:
-        """One HTTP attempt, outside the lock."""
+    def _attempt(self, transport: Transport, job: Job) -> Answer:
+        """One HTTP attempt, outside the lock; never raises."""
         request = job.entry.ping.request()
         began = self._clock()
         if request is None:
-            return _Answer(None, None, began, sendable=False)
+            return Answer(None, None, began, sendable=False)
         timeout = self._config.timeout
         end = self._deadline(began)
         if end is not None:
             timeout = max(0.05, min(timeout, end - began))
         try:
-            return _Answer(transport.send(request, timeout), None, began)
+            return Answer(transport.send(request, timeout), None, began)
         except TransportError as exc:
-            return _Answer(None, exc.description, began)
+            return Answer(None, exc.description, began)
         except Exception as exc:  # a transport bug: the ping is kept, the task never sees it
-            return _Answer(None, type(exc).__name__, began)
+            return Answer(None, type(exc).__name__, began)
 
-    def _record(self, job: _Job, answer: _Answer) -> None:
-        entry = job.entry
-        url = entry.ping.url
-        message: str | None = None
-        with self._lock:
-            self._flights.discard(job)
-            self._claimants += 1  # this worker looks for its next job right after
-            busy = self._host_busy.get(job.host, 0) - 1
-            if busy > 0:
-                self._host_busy[job.host] = busy
-            else:
-                self._host_busy.pop(job.host, None)
-            if entry.tries:
-                self._counts["retried"] += 1
-            state = self._backoffs.url_state(url)
-            response = answer.response
-            result = Result.FAILED if response is None else classify(response)
-            if not answer.sendable:
-                self._book.discard(entry)
-            elif result is Result.SENT:
-                self._counts["sent"] += 1
-                if state.failing:
-                    message = "celery-heartbeat: %s is answering again (%s)"
-                self._backoffs.answered(url, ok=True)
-                self._book.done(entry, delivered=True)
-            elif result is Result.REJECTED:
-                self._counts["rejected"] += 1
-                if not state.failing:
-                    message = "celery-heartbeat: %s rejected a ping (%s); check the URL, such pings are dropped"
-                self._backoffs.answered(url, ok=False)
-                state.failing = True
-                self._book.done(entry, delivered=False)
-            else:
-                self._counts["failed"] += 1
-                if not state.failing:
-                    message = (
-                        "celery-heartbeat: cannot deliver pings to %s (%s); "
-                        "tasks are unaffected, pings are kept and retried"
-                    )
-                retry_after = response.retry_after if response is not None else None
-                self._backoffs.failed(
-                    url, answered=response is not None, began=answer.began, now=self._clock(), retry_after=retry_after
-                )
-                if self._closed:
-                    self._book.discard(entry)
-                else:
-                    self._book.retry(entry)
-            self._wake.notify()
-            if message is None:
-                self._changed.notify_all()
-                return
-            self._logging += 1
-        try:
-            status = answer.error if answer.error is not None else f"HTTP {response.status if response else '?'}"
-            logger.warning(message, redact(url), status)  # outside the lock: submit() never waits on logging
-        finally:
-            with self._lock:
-                self._logging -= 1
-                self._changed.notify_all()
+    def _settle(self, job: Job, answer: Answer | None) -> Callable[[], None] | None:
+        """Record an attempt (under the lock); returns the state-change log line to write outside it."""
+        if answer is None:
+            answer = Answer(None, "error", job.started)
+        message = self._scheduler.record(job, answer, self._clock(), closed=self._closed)
+        self._wake.notify()
+        if message is None:
+            self._changed.notify_all()
+            return None
+        self._logging += 1
+        url = job.entry.ping.url
+        response = answer.response
+        status = answer.error if answer.error is not None else f"HTTP {response.status if response else '?'}"
+
+        def log() -> None:
+            try:
+                logger.warning(message, redact(url), status)  # outside the lock: submit() never waits on logging
+            finally:
+                with self._lock:
+                    self._logging -= 1
+                    self._changed.notify_all()
+
+        return log
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -462,17 +321,12 @@ class BackgroundSender:
                 now = self._clock()
                 if now >= end:
                     return False
-                if not self._book.flying and not self._logging and self._all_blocked(now):
+                if not self._logging and self._scheduler.all_blocked(now, self._urgent_since):
                     return False
                 self._changed.wait(end - now)
             return True
         finally:
             self._flush_ends.remove(end)
-
-    def _all_blocked(self, now: float) -> bool:
-        """Whether every pending ping waits out a backoff it earned during this urgency."""
-        urgent_since = self._urgent_since
-        return all(self._backoffs.wait(url, now, urgent_since) > 0 for url in self._book.ready_urls())
 
     def expedite(self, timeout: float) -> None:
         """Deliver everything now, within `timeout`, without waiting: a shutdown has begun.
@@ -500,8 +354,8 @@ class BackgroundSender:
             with self._lock:
                 self._closed = True
                 self._book.clear()
+                self._pool.close()
                 self._wake.notify_all()
-                self._work.notify_all()
                 self._changed.notify_all()
         except Exception:
             self._log_bug()
@@ -510,16 +364,14 @@ class BackgroundSender:
         """This process's counters, plus `pending` (queued and in flight)."""
         self._check_pid()
         with self._lock:
-            out = dict(self._counts)
-            out["coalesced"] += self._book.coalesced
-            out["dropped"] += self._book.dropped
-            out["pending"] = self._book.pending
+            out = self._scheduler.stats()
+            out["dropped"] += self._dropped_closed
         return out
 
     def threads(self) -> int:
         """Worker threads alive now (the dispatcher not counted)."""
         with self._lock:
-            return len(self._workers)
+            return self._pool.alive
 
     def _at_exit(self) -> None:
         """Plain scripts: deliver what is left, unless a shutdown flush already had its turn."""

@@ -48,7 +48,7 @@ def drain(book: PendingBook) -> list[str]:
 
 def test_a_monitor_has_one_ping_in_flight_and_its_next_waits() -> None:
     """While a monitor's head is in flight, its next ping is not offered; other monitors' pings are."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "success", "1"))
     book.put(ping(A, "failure", "2"))
     book.put(ping(B, "success", "3"))
@@ -62,7 +62,7 @@ def test_a_monitor_has_one_ping_in_flight_and_its_next_waits() -> None:
 
 def test_a_failed_ping_goes_back_to_the_head_of_its_monitor() -> None:
     """After failed attempts, a monitor's pings still go out in the order their events happened."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "start", "1"))
     book.put(ping(A, "failure", "1"))
     for _ in range(3):
@@ -75,7 +75,7 @@ def test_a_failed_ping_goes_back_to_the_head_of_its_monitor() -> None:
 
 def test_a_newer_ping_replaces_an_older_one_of_its_slot_at_its_own_place() -> None:
     """success 1, failure 2, success 3 leave failure 2 then success 3: the last event stays last."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     for kind, run in (("success", "1"), ("failure", "2"), ("success", "3")):
         book.put(ping(A, kind, run))
     assert ["failure:2", "success:3"] == drain(book)
@@ -84,7 +84,7 @@ def test_a_newer_ping_replaces_an_older_one_of_its_slot_at_its_own_place() -> No
 
 def test_a_failure_is_only_replaced_by_a_newer_failure() -> None:
     """However many successes follow, a pending failure stays; only a newer failure takes its slot."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "failure", "1"))
     for i in range(100):
         book.put(ping(A, "success", f"s{i}"))
@@ -93,7 +93,7 @@ def test_a_failure_is_only_replaced_by_a_newer_failure() -> None:
 
 def test_a_failed_ping_gives_way_to_a_newer_one_that_arrived_meanwhile() -> None:
     """A success that failed while a newer success was queued is dropped, not sent after it."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "success", "1"))
     entry = take(book)
     book.put(ping(A, "failure", "2"))
@@ -105,7 +105,7 @@ def test_a_failed_ping_gives_way_to_a_newer_one_that_arrived_meanwhile() -> None
 
 def test_a_run_whose_start_was_sent_keeps_its_finish() -> None:
     """Once a start was delivered, that run's finish has its own slot: later runs cannot coalesce it."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "start", "1"))
     book.done(take(book), delivered=True)
     book.put(ping(A, "success", "1"))
@@ -117,7 +117,7 @@ def test_a_run_whose_start_was_sent_keeps_its_finish() -> None:
 
 def test_the_finish_of_a_start_in_flight_is_owed_too() -> None:
     """A finish queued while its start is in flight is held for it; if the start fails, it is released."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "start", "1"))
     start = take(book)
     book.put(ping(A, "success", "1"))
@@ -129,7 +129,7 @@ def test_the_finish_of_a_start_in_flight_is_owed_too() -> None:
 
 def test_a_finish_that_gives_way_takes_its_unsent_start_along() -> None:
     """A start must never go out once its own finish cannot."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     for kind, run in (("start", "1"), ("start", "2"), ("success", "2"), ("success", "1")):
         book.put(ping(A, kind, run))
     delivered = drain(book)
@@ -150,7 +150,7 @@ def test_success_pings_age_out_but_failures_never_do() -> None:
 
 def test_memory_is_bounded_by_monitors_and_kinds() -> None:
     """100,000 pings to one monitor, none delivered, leave at most one per kind queued."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     for i in range(100_000):
         book.put(ping(A, ("start", "success", "failure")[i % 3], f"r{i}"))
     assert book.pending <= 3
@@ -159,7 +159,7 @@ def test_memory_is_bounded_by_monitors_and_kinds() -> None:
 
 def test_owed_runs_are_capped() -> None:
     """Only `owed_capacity` started runs are remembered; the oldest's finish falls back to the shared slot."""
-    book = PendingBook(owed_capacity=10)
+    book = PendingBook(owed_capacity=10, clock=Clock())
     for i in range(50):
         book.put(ping(A, "start", f"r{i}"))
         book.done(take(book), delivered=True)
@@ -168,7 +168,7 @@ def test_owed_runs_are_capped() -> None:
 
 def test_hosts_take_turns() -> None:
     """Monitors on two hosts are offered alternately, whatever order they arrived in."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     for monitor in (A, B, C):
         book.put(ping(monitor, "success"))
     order = [take(book).ping.url for _ in range(3)]
@@ -177,7 +177,7 @@ def test_hosts_take_turns() -> None:
 
 def test_gates_hold_back_hosts_and_urls_and_say_when_to_look_again() -> None:
     """A blocked host or URL is skipped; take() reports the soonest time a blocked one may go."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "success"))
     book.put(ping(C, "success"))
 
@@ -195,7 +195,7 @@ def test_gates_hold_back_hosts_and_urls_and_say_when_to_look_again() -> None:
 
 def test_clear_drops_what_is_queued_but_not_what_is_in_flight() -> None:
     """close() empties the queues; a ping in flight is settled by its attempt."""
-    book = PendingBook()
+    book = PendingBook(clock=Clock())
     book.put(ping(A, "success", "1"))
     entry = take(book)
     book.put(ping(A, "failure", "2"))
