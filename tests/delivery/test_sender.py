@@ -150,17 +150,17 @@ def test_start_pings_add_at_most_two_to_the_bound(make_sender: MakeSender, free_
 
 
 def test_a_dead_host_does_not_hold_up_monitors_elsewhere(make_sender: MakeSender) -> None:
-    """Network errors back off the whole host: five monitors on a hanging host cost one round, not five."""
+    """A hanging host gets one attempt at a time, not one per monitor, and another host's ping does not wait
+    for it: it is delivered while that attempt still hangs."""
     with PingReceiver() as sick, PingReceiver() as well:
         sick.respond(200, delay=30)
-        sender = make_sender(timeout=0.3, backoff_max=30.0)
+        sender = make_sender(timeout=10.0, backoff_max=30.0)
         for i in range(5):
             sender.submit(Ping(hc(sick.url(f"m{i}")), "success"))
         sender.submit(Ping(hc(well.url("other")), "success"))
-        started = time.monotonic()
         well.wait_for(1, timeout=5)
-        assert time.monotonic() - started < 1.0
-        assert 1 == len(sick.pings)
+        wait_until(lambda: 1 == sender.stats()["sent"])
+        assert (0, 1) == (sender.stats()["failed"], len(sick.pings))
 
 
 def test_a_started_run_keeps_its_finish_when_later_runs_coalesce(
@@ -449,7 +449,7 @@ def test_a_forked_child_gets_its_own_sender_and_never_inherits_a_held_lock(
 
 
 SCRIPT = """
-import atexit, json, sys
+import atexit, json, sys, time
 from celery_heartbeat._monitor import Monitor
 from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.delivery.sender import BackgroundSender, SenderConfig
@@ -460,11 +460,12 @@ sender = BackgroundSender(SenderConfig(timeout=5.0, shutdown_timeout=3.0))
 sender.submit(Ping(Monitor(sys.argv[1], "generic"), "success"))
 if len(sys.argv) > 2:
     sender.flush(float(sys.argv[2]))
+print(time.time(), flush=True)  # the end of the script: what follows is exiting
 """
 
 
 def run_script(clean_env: dict[str, str], *args: str) -> tuple[float, str]:
-    started = time.monotonic()
+    """Run SCRIPT; the seconds from the end of its code to its exit (imports not counted), and its stats."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT), *args],
         env=clean_env,
@@ -472,8 +473,10 @@ def run_script(clean_env: dict[str, str], *args: str) -> tuple[float, str]:
         text=True,
         timeout=30,
     )
+    exited = time.time()
     assert 0 == done.returncode, done.stderr
-    return time.monotonic() - started, done.stdout.strip()
+    ended, stats = done.stdout.strip().splitlines()
+    return exited - float(ended), stats
 
 
 @pytest.mark.slow
