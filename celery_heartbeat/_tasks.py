@@ -16,11 +16,11 @@ from typing import Any, Union
 from celery import Celery, Task
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import Monitor, parse_monitor
-from celery_heartbeat._providers import Kind, WireRequest
 from celery_heartbeat._redact import redact
-from celery_heartbeat._registry import is_glob
-from celery_heartbeat._settings import Settings, settings_from_app
+from celery_heartbeat.config.monitor import Monitor, parse_monitor
+from celery_heartbeat.config.providers import Kind, WireRequest
+from celery_heartbeat.config.registry import is_glob
+from celery_heartbeat.config.settings import Settings, settings_from_app
 from celery_heartbeat.delivery.outcome import Outcome
 from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.delivery.retry import RetryPolicy, deliver
@@ -164,7 +164,7 @@ def ping_task(
 
 def beat_liveness_task(self: Task) -> None:
     """Ping the beat-liveness monitor: beat sent this message, the broker kept it, a worker ran it."""
-    from celery_heartbeat._beat import liveness_of
+    from celery_heartbeat.beat.liveness import liveness_of
 
     try:
         settings = current_settings(self.app)

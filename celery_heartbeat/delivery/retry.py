@@ -16,7 +16,7 @@ from typing import Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt
 
 from celery_heartbeat._exceptions import TransportError
-from celery_heartbeat._providers import WireRequest
+from celery_heartbeat.config.providers import WireRequest
 from celery_heartbeat.delivery.outcome import Outcome, outcome_of, retryable
 from celery_heartbeat.delivery.transport import Response, Transport
 

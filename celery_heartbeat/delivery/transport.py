@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import requests
 
 from celery_heartbeat._exceptions import TransportError
-from celery_heartbeat._providers import WireRequest
+from celery_heartbeat.config.providers import WireRequest
 
 USER_AGENT = "celery-heartbeat"
 

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import pytest
 
-from celery_heartbeat._monitor import Monitor
-from celery_heartbeat._providers import WireRequest
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import WireRequest
 from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.delivery.sender import BackgroundSender, SenderConfig
 from celery_heartbeat.delivery.transport import Response

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from celery_heartbeat._monitor import Monitor
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.ping import Ping
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from celery_heartbeat._providers import WireRequest
+from celery_heartbeat.config.providers import WireRequest
 from celery_heartbeat.delivery.outcome import Result
 from celery_heartbeat.delivery.retry import RetryPolicy, deliver
 from celery_heartbeat.delivery.transport import RequestsTransport, Response

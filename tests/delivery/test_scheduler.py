@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery_heartbeat._monitor import Monitor
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.backoff import BackoffPolicy, Backoffs
 from celery_heartbeat.delivery.book import PendingBook
 from celery_heartbeat.delivery.ping import Ping

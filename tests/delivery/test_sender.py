@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 
 import celery_heartbeat
-from celery_heartbeat._monitor import Monitor
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.delivery.sender import THREAD_NAME, BackgroundSender, SenderConfig
 from celery_heartbeat.testing import Ping as Received
@@ -450,7 +450,7 @@ def test_a_forked_child_gets_its_own_sender_and_never_inherits_a_held_lock(
 
 SCRIPT = """
 import atexit, json, sys, time
-from celery_heartbeat._monitor import Monitor
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.delivery.sender import BackgroundSender, SenderConfig
 
