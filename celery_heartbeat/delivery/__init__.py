@@ -6,7 +6,9 @@
 - `backoff.py`: when a failing URL or host may be tried again.
 - `transport.py`: HTTP through `requests`, answering the library's own `Response`.
 - `outcome.py`: what an answer means (sent, rejected, retry later).
-- `sender.py`: the background threads, fork safety, flush and shutdown.
+- `scheduler.py`: what goes next (one per monitor, bounded, hosts isolated) and what an answer means.
+- `workers.py`: the worker threads, each with its keep-alive transport, started on demand.
+- `sender.py`: the per-process sender: dispatcher thread, fork safety, flush and shutdown.
 - `retry.py`: the one retry engine of the synchronous paths (ping task, CLI, sync API client).
 """
 
