@@ -53,7 +53,6 @@ class Hooks:
     def connect_lifecycle(self) -> None:
         pairs: list[tuple[Signal, Callable[..., None]]] = [
             (signals.worker_init, self.on_worker_init),
-            (signals.worker_ready, self.on_worker_ready),
             (signals.beat_init, self.on_beat_init),
             (signals.beat_embedded_init, self.on_beat_init),
         ]
@@ -180,18 +179,8 @@ class Hooks:
     # -- worker and beat lifecycle --------------------------------------------------------
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
-        # The worker's main process, before the pool forks: the configuration is loaded by now.
-        try:
-            if not self._mine(getattr(sender, "app", None)):
-                return
-            self.confirm("worker start")
-            wiring = self.wiring
-            if wiring.settings.enabled and wiring.auto.active:
-                wiring.auto.warm()  # children inherit the table: none of them reads the database
-        except Exception:
-            self._guard_error("worker_init")
-
-    def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        # The worker's main process, before the pool forks; the configuration and the task
+        # modules are loaded by now. Children inherit everything built here.
         try:
             if not self._mine(getattr(sender, "app", None)):
                 return
@@ -200,20 +189,8 @@ class Hooks:
             if not wiring.settings.enabled:
                 logger.info("celery-heartbeat: disabled (heartbeat_enabled is False): this worker sends no pings")
                 return
-            names = [name for name in self.state.app.tasks if not is_internal(name)]
-            mapped = 0
-            for name in names:  # validates per-task options now, and warms the cache
-                try:
-                    mapped += wiring.registry.resolve(name) is not None
-                except Exception as exc:
-                    logger.error("celery-heartbeat: task %s: %s (it will send no pings)", name, exc)
-            unmatched = wiring.registry.unmatched(names)
-            if unmatched:
-                logger.warning(
-                    "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s",
-                    ", ".join(unmatched),
-                )
-            auto = wiring.auto.count() if wiring.auto.active else 0
+            mapped = self._check_tasks(wiring)
+            auto = wiring.auto.warm() if wiring.auto.active else 0  # so no child reads the database
             liveness = self.state.liveness
             logger.info(
                 "celery-heartbeat: active: %d task%s with a monitor, %d beat entr%s monitored automatically, %s",
@@ -224,7 +201,23 @@ class Hooks:
                 f"beat liveness every {liveness.every:g}s" if liveness is not None else "no beat liveness",
             )
         except Exception:
-            self._guard_error("worker_ready")
+            self._guard_error("worker_init")
+
+    def _check_tasks(self, wiring: Wiring) -> int:
+        """Resolve every task now (validates per-task options, warms the cache); how many have a monitor."""
+        names = [name for name in self.state.app.tasks if not is_internal(name)]
+        mapped = 0
+        for name in names:
+            try:
+                mapped += wiring.registry.resolve(name) is not None
+            except Exception as exc:
+                logger.error("celery-heartbeat: task %s: %s (it will send no pings)", name, exc)
+        unmatched = wiring.registry.unmatched(names)
+        if unmatched:
+            logger.warning(
+                "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s", ", ".join(unmatched)
+            )
+        return mapped
 
     def on_beat_init(self, sender: Any = None, **_: Any) -> None:
         # Both beat_init and beat_embedded_init fire under `celery worker -B`: everything here runs once.

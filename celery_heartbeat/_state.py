@@ -76,7 +76,7 @@ class AppState:
 
     def read_settings(self) -> tuple[Settings, list[str]]:
         """The app's configuration as it is now, with the install() keywords on top (validated)."""
-        return settings_from_conf(self.app.conf, self.overrides)
+        return settings_from_conf(self.app.conf, self.overrides, self.app.namespace)
 
     def current_settings(self) -> Settings:
         """This app's settings, installed or not: the installed ones, else a fresh read of app.conf."""
@@ -130,7 +130,8 @@ def settings_of(app: Any) -> Settings:
     state = peek(app)
     if state is not None:
         return state.current_settings()
-    return settings_from_conf(real_app(app).conf, {})[0]
+    real = real_app(app)
+    return settings_from_conf(real.conf, {}, real.namespace)[0]
 
 
 def registry_of(app: Any) -> Registry:

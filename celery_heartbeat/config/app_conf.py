@@ -53,10 +53,15 @@ def _keys(conf: Any) -> Iterable[tuple[str, bool]]:
                 yield key, layer is changes
 
 
-def read_conf(conf: Any) -> ConfRead:
-    """Collect our keys from `conf`; raise for an unknown one, warn for one that is never read."""
+def read_conf(conf: Any, namespace: str | None = None) -> ConfRead:
+    """Collect our keys from `conf`; raise for an unknown one, warn for one that is never read.
+
+    `namespace` is the app's `config_from_object(..., namespace=)` (Django: "CELERY").
+    """
     out = ConfRead()
-    prefix = str(getattr(conf, "prefix", None) or "")
+    if hasattr(conf, "get"):
+        conf.get(PREFIX + "urls")  # a pending Celery configuration loads on first read: its layers are real then
+    prefix = namespace.rstrip("_") + "_" if namespace else ""
     namespaced = prefix.upper() + PREFIX.upper()
     for key, direct in _keys(conf):
         upper = key.upper()
@@ -93,9 +98,11 @@ def _unread(key: str, prefix: str) -> str:
     )
 
 
-def settings_from_conf(conf: Any, overrides: Mapping[str, Any]) -> tuple[Settings, list[str]]:
+def settings_from_conf(
+    conf: Any, overrides: Mapping[str, Any], namespace: str | None = None
+) -> tuple[Settings, list[str]]:
     """`conf` values, then install() keywords (given with or without the `heartbeat_` prefix); and warnings."""
-    read = read_conf(conf)
+    read = read_conf(conf, namespace)
     raw = dict(read.raw)
     written = dict(read.written)
     for name, value in overrides.items():
