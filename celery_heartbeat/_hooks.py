@@ -46,6 +46,7 @@ class Hooks:
         self.confirm = confirm
         self.confirmed = False
         self._shutdown_started: float | None = None
+        self._status: str | None = None
         self._errors_logged: set[str] = set()
 
     # -- wiring ---------------------------------------------------------------------------
@@ -53,6 +54,7 @@ class Hooks:
     def connect_lifecycle(self) -> None:
         pairs: list[tuple[Signal, Callable[..., None]]] = [
             (signals.worker_init, self.on_worker_init),
+            (signals.worker_ready, self.on_worker_ready),
             (signals.beat_init, self.on_beat_init),
             (signals.beat_embedded_init, self.on_beat_init),
         ]
@@ -186,22 +188,35 @@ class Hooks:
                 return
             self.confirm("worker start")
             wiring = self.wiring
-            if not wiring.settings.enabled:
-                logger.info("celery-heartbeat: disabled (heartbeat_enabled is False): this worker sends no pings")
-                return
-            mapped = self._check_tasks(wiring)
-            auto = wiring.auto.warm() if wiring.auto.active else 0  # so no child reads the database
-            liveness = self.state.liveness
-            logger.info(
-                "celery-heartbeat: active: %d task%s with a monitor, %d beat entr%s monitored automatically, %s",
-                mapped,
-                "" if mapped == 1 else "s",
-                auto,
-                "y" if auto == 1 else "ies",
-                f"beat liveness every {liveness.every:g}s" if liveness is not None else "no beat liveness",
-            )
+            self._status = "disabled (heartbeat_enabled is False): this worker sends no pings"
+            if wiring.settings.enabled:
+                mapped = self._check_tasks(wiring)
+                auto = wiring.auto.warm() if wiring.auto.active else 0  # so no child reads the database
+                liveness = self.state.liveness
+                self._status = "active: {} task{} with a monitor, {} beat entr{} monitored automatically, {}".format(
+                    mapped,
+                    "" if mapped == 1 else "s",
+                    auto,
+                    "y" if auto == 1 else "ies",
+                    f"beat liveness every {liveness.every:g}s" if liveness is not None else "no beat liveness",
+                )
+            if logger.isEnabledFor(logging.INFO):  # `celery worker` sets its log level up later: then at ready
+                self._announce()
         except Exception:
             self._guard_error("worker_init")
+
+    def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        try:
+            if self._mine(getattr(sender, "app", None)):
+                self._announce()
+        except Exception:
+            self._guard_error("worker_ready")
+
+    def _announce(self) -> None:
+        """One INFO line per worker saying whether the library is active: never a silent no-op."""
+        if self._status is not None and "announced" not in self.state.done:
+            self.state.done.add("announced")
+            logger.info("celery-heartbeat: %s", self._status)
 
     def _check_tasks(self, wiring: Wiring) -> int:
         """Resolve every task now (validates per-task options, warms the cache); how many have a monitor."""

@@ -298,3 +298,26 @@ def test_worker_start_logs_one_info_line_disabled(make_app: Callable[..., Celery
     with start_worker(app, pool="solo", perform_ping_check=False):
         pass
     assert any(line.startswith("celery-heartbeat: disabled") for line in library_log.lines), library_log.lines
+
+
+def test_sync_on_beat_start_runs_once_under_worker_dash_b(
+    make_app: Callable[..., Celery], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`celery worker -B` fires beat_init and beat_embedded_init: heartbeat_sync_on_beat_start syncs once."""
+    import threading
+
+    from celery.beat import Service
+
+    import celery_heartbeat.sync.engine as engine
+
+    calls: list[Any] = []
+    monkeypatch.setattr(engine, "sync_monitors", lambda app, **kwargs: calls.append(app) or engine.SyncResult())
+    app = make_app(heartbeat_healthchecks_ping_key="ping-key-1", heartbeat_sync_on_beat_start=True)
+    celery_heartbeat.install(app)
+    service = Service(app, schedule_filename=str(tmp_path / "schedule"))
+    signals.beat_init.send(sender=service)
+    signals.beat_embedded_init.send(sender=service)
+    for thread in threading.enumerate():  # every sync thread was started inside the signal handlers
+        if thread.name == "celery-heartbeat-sync":
+            thread.join(10)
+    assert [app] == calls
