@@ -321,3 +321,17 @@ def test_sync_on_beat_start_runs_once_under_worker_dash_b(
         if thread.name == "celery-heartbeat-sync":
             thread.join(10)
     assert [app] == calls
+
+
+def test_beat_url_assigned_after_install_counts_when_beat_starts(
+    make_app: Callable[..., Celery], tmp_path: Path
+) -> None:
+    """`app.conf.heartbeat_beat_url = ...` after install(): beat's scheduler gets the entry when beat starts."""
+    from celery.beat import Service
+
+    app = make_app()
+    celery_heartbeat.install(app)
+    app.conf.heartbeat_beat_url = f"https://hc-ping.com/{TOKEN}"
+    service = Service(app, schedule_filename=str(tmp_path / "schedule"))
+    signals.beat_init.send(sender=service)
+    assert ENTRY_NAME in service.scheduler.schedule
