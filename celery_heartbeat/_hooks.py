@@ -255,7 +255,7 @@ class Hooks:
         # the children's flush, without waiting (expedite never blocks on a lock).
         try:
             self._shutdown_started = time.monotonic()
-            self.wiring.delivery.sender.expedite(self.wiring.settings.shutdown_timeout)
+            self.wiring.delivery.expedite(self.wiring.settings.shutdown_timeout)
         except Exception:
             self._guard_error("worker_shutting_down")
 

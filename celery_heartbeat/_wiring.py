@@ -74,6 +74,10 @@ class Delivery:
         out["coalesced"] += self._runs.coalesced if self._runs is not None else 0
         return out
 
+    def expedite(self, timeout: float) -> None:
+        if self._sender is not None:
+            self._sender.expedite(timeout)
+
     def flush(self, timeout: float) -> bool:
         return True if self._sender is None else self._sender.flush(timeout)
 
