@@ -24,7 +24,7 @@ from celery_heartbeat.beat import liveness as beat_liveness
 from celery_heartbeat.config import checks
 from celery_heartbeat.config.liveness import BeatLiveness
 from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
-from celery_heartbeat.config.registry import Registry
+from celery_heartbeat.config.registry import Registry, check_name
 from celery_heartbeat.config.settings import Settings
 
 logger = logging.getLogger("celery_heartbeat")
@@ -210,7 +210,7 @@ def install_beat_liveness(
         monitor: Monitor | None = url
     elif isinstance(url, str) and url.strip() and "://" not in url:
         # A name from heartbeat_urls, as the canvas helpers accept.
-        monitor = handle._wiring.registry.by_name(url.strip())
+        monitor = handle._wiring.registry.by_name(check_name("heartbeat_beat_url", url))
         if monitor is None:
             raise ConfigurationError("heartbeat_beat_url", url, "not a URL, and no heartbeat_urls entry of that name")
     else:

@@ -18,13 +18,13 @@ from celery import Celery, Task
 from celery_heartbeat._delivery import DeliveryPolicy, Outcome, deliver
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._ping import Ping
-from celery_heartbeat._redact import redact
+from celery_heartbeat._redact import redact, redact_value
 from celery_heartbeat._state import peek, registry_of, settings_of
 from celery_heartbeat._transport import RequestsTransport
 from celery_heartbeat.config.monitor import Monitor, parse_monitor
 from celery_heartbeat.config.names import BEAT_TASK, PING_TASK
 from celery_heartbeat.config.providers import Kind, WireRequest
-from celery_heartbeat.config.registry import is_glob
+from celery_heartbeat.config.registry import check_name
 from celery_heartbeat.config.settings import Settings
 
 logger = logging.getLogger("celery_heartbeat")
@@ -56,12 +56,7 @@ def check_target(target: object) -> Target:
         if "://" in target:
             monitor = parse_monitor("url_or_monitor", target)
             return None if monitor is None else monitor.url
-        name = target.strip()
-        if not name or is_glob(name):
-            raise ConfigurationError(
-                "url_or_monitor", target, "expected a URL, a monitor dict or a heartbeat_urls name (not a glob)"
-            )
-        return name
+        return check_name("url_or_monitor", target)
     if isinstance(target, Mapping):
         if parse_monitor("url_or_monitor", target) is None:
             return None
@@ -136,7 +131,7 @@ def ping_task(
         monitor = resolve_target(self.app, target)
         if monitor is None:
             if isinstance(target, str) and "://" not in target:
-                logger.error("celery-heartbeat: no heartbeat_urls entry named %r on this worker", target)
+                logger.error("celery-heartbeat: no heartbeat_urls entry named %s on this worker", redact_value(target))
             return value
         checked = check_kind(kind)
         if not _wants(monitor, checked, settings):

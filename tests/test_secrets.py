@@ -83,6 +83,17 @@ def _late_bad_value() -> Any:
     hb.uninstall()
 
 
+def _ping_task(target: str) -> Any:
+    from celery_heartbeat.config.names import PING_TASK
+
+    app = app_with()
+    hb = celery_heartbeat.install(app)
+    try:
+        return app.tasks[PING_TASK].apply(kwargs={"target": target}).get()
+    finally:
+        hb.uninstall()
+
+
 def _auto_entries() -> Any:
     app = app_with(
         heartbeat_healthchecks_ping_key=TOKEN,
@@ -112,7 +123,10 @@ CASES = [
     Case("bad prefix", _install(heartbeat_monitor_prefix=TOKEN.upper())),
     Case("install_beat_liveness bad url", lambda: celery_heartbeat.install_beat_liveness(app_with(), SCHEMELESS)),
     Case("heartbeat_signature bad url", lambda: celery_heartbeat.heartbeat_signature({"url": SCHEMELESS})),
+    Case("heartbeat_signature schemeless name", lambda: celery_heartbeat.heartbeat_signature(SCHEMELESS)),
+    Case("heartbeat_beat_url schemeless name", _install(heartbeat_beat_url=SCHEMELESS)),
     Case("bad value assigned after install", _late_bad_value),
+    Case("ping task: unknown monitor name", lambda: _ping_task(TOKEN)),
     # log lines
     Case("re-install warning", _reinstall),
     # reprs

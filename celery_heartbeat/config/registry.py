@@ -9,6 +9,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Callable
 
+from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
 from celery_heartbeat.config.names import is_internal
 
@@ -20,6 +21,16 @@ TaskOption = Callable[[str], MonitorValue]
 
 def is_glob(name: str) -> bool:
     return not GLOB_CHARS.isdisjoint(name)
+
+
+def check_name(key: str, value: str) -> str:
+    """A `heartbeat_urls` name used as a monitor reference: not a glob, and not a URL missing its scheme."""
+    name = value.strip()
+    if not name or is_glob(name):
+        raise ConfigurationError(key, value, "expected a URL, a monitor dict or a heartbeat_urls name (not a glob)")
+    if "/" in name:
+        raise ConfigurationError(key, value, "looks like a URL without http:// or https://")
+    return name
 
 
 def matching_glob(task_name: str, patterns: Iterable[str]) -> str | None:

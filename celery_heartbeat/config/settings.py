@@ -17,7 +17,7 @@ from celery_heartbeat._redact import Secret, redact_value
 from celery_heartbeat.config import auto_settings as auto
 from celery_heartbeat.config import checks
 from celery_heartbeat.config.monitor import Monitor, parse_monitor
-from celery_heartbeat.config.registry import is_glob
+from celery_heartbeat.config.registry import check_name
 
 PREFIX = "heartbeat_"
 
@@ -49,10 +49,7 @@ def _beat_url(key: str, value: object) -> object:
     if value is None or value == "":
         return None
     if isinstance(value, str) and "://" not in value:
-        name = value.strip()
-        if not name or is_glob(name):
-            raise ConfigurationError(key, value, "expected a URL, a monitor dict or a heartbeat_urls name")
-        return name
+        return check_name(key, value)
     return parse_monitor(key, value)  # type: ignore[arg-type]
 
 
