@@ -8,6 +8,7 @@ assigned. Everything the library keeps about an app lives in its `AppState`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -113,8 +114,12 @@ class Heartbeat:
                 self._warned.add(warning)
                 logger.warning("celery-heartbeat: %s", warning)
 
-    def _confirm(self, where: str) -> None:
-        """Read the configuration again, once: it may have been loaded after install()."""
+    def _confirm(self, where: str, strict: bool = False) -> None:
+        """Read the configuration again, once: it may have been loaded after install().
+
+        A bad value found now is logged (a worker or beat keeps the settings install()
+        validated: it must not fail tasks), or raised when `strict` (the CLI, sync).
+        """
         if self._hooks.confirmed:
             return
         with self._lock:
@@ -123,6 +128,8 @@ class Heartbeat:
             try:
                 settings, warnings = self._state.read_settings()
             except ConfigurationError as exc:
+                if strict:
+                    raise
                 logger.error(
                     "celery-heartbeat: invalid configuration at %s: %s (keeping the settings install() validated)",
                     where,
@@ -185,7 +192,7 @@ def install(app: Celery, *, urls: Mapping[str, Any] | None = None, **settings: A
     handle = Heartbeat(state, parsed)
     handle._warn(warnings)
     state.handle = handle
-    state.confirm = handle._confirm
+    state.confirm = functools.partial(handle._confirm, strict=True)
     handle._activate()
     return handle
 

@@ -339,3 +339,17 @@ def test_beat_url_assigned_after_install_counts_when_beat_starts(
     service = Service(app, schedule_filename=str(tmp_path / "schedule"))
     signals.beat_init.send(sender=service)
     assert ENTRY_NAME in service.scheduler.schedule
+
+
+def test_invalid_setting_assigned_after_install_raises_where_settings_are_asked_for(
+    make_app: Callable[..., Celery],
+) -> None:
+    """The CLI and sync ask for the app's settings: a bad value assigned after install() raises there."""
+    from celery_heartbeat._state import settings_of
+
+    app = make_app()
+    celery_heartbeat.install(app)
+    app.conf.heartbeat_timeout = -1
+    with pytest.raises(ConfigurationError) as info:
+        settings_of(app)
+    assert "heartbeat_timeout" == info.value.key
