@@ -353,3 +353,13 @@ def test_invalid_setting_assigned_after_install_raises_where_settings_are_asked_
     with pytest.raises(ConfigurationError) as info:
         settings_of(app)
     assert "heartbeat_timeout" == info.value.key
+
+
+@pytest.mark.parametrize("written", ["celery_heartbeat_urls", "CELERY_HEARTBEAT_urls"])
+def test_namespaced_setting_in_the_wrong_case_warns(
+    written: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique_name: str, library_log: Lines
+) -> None:
+    """Celery reads CELERY_HEARTBEAT_URLS in upper case only: another case is never read, and install() says so."""
+    app = django_style_app(tmp_path, monkeypatch, unique_name, f"{written} = {{}}\n")
+    celery_heartbeat.install(app).uninstall()
+    assert any(f"{written} is ignored" in line and "CELERY_HEARTBEAT_URLS" in line for line in library_log.lines)

@@ -62,14 +62,16 @@ def read_conf(conf: Any, namespace: str | None = None) -> ConfRead:
     if hasattr(conf, "get"):
         conf.get(PREFIX + "urls")  # a pending Celery configuration loads on first read: its layers are real then
     prefix = namespace.rstrip("_") + "_" if namespace else ""
-    namespaced = prefix.upper() + PREFIX.upper()
+    # Celery reads a namespaced key in the namespace's case: CELERY_HEARTBEAT_URLS, celery_heartbeat_urls.
+    cased = str.upper if prefix.isupper() else str.lower
+    namespaced = cased(prefix + PREFIX)
     for key, direct in _keys(conf):
         upper = key.upper()
-        if prefix and upper.startswith(namespaced):
+        if prefix and key.startswith(namespaced) and key == cased(key):
             name, spelt_as = key[len(namespaced) :].lower(), namespaced
         elif key.startswith(PREFIX):
             name, spelt_as = key[len(PREFIX) :], PREFIX
-        elif upper.startswith(PREFIX.upper()) or (not prefix and upper.startswith("CELERY_" + PREFIX.upper())):
+        elif upper.startswith((PREFIX.upper(), "CELERY_" + PREFIX.upper())):
             out.warnings.append(_unread(key, prefix))
             continue
         else:
@@ -87,11 +89,12 @@ def read_conf(conf: Any, namespace: str | None = None) -> ConfRead:
 
 
 def _unread(key: str, prefix: str) -> str:
+    """Why a key that looks like ours is never read, and how to spell it instead."""
     upper = key.upper()
+    bare = upper[len("CELERY_") :] if upper.startswith("CELERY_" + PREFIX.upper()) else upper
     if prefix:
-        right = f"{prefix.upper()}{upper}"
+        right = (prefix + bare).upper() if prefix.isupper() else (prefix + bare).lower()
         return f"{key} is ignored: with namespace {prefix.rstrip('_')!r} Celery reads {right}"
-    bare = upper[len("CELERY_") :] if upper.startswith("CELERY_") else upper
     return (
         f"{key} is ignored: set {bare.lower()} in app.conf, or load Django settings with "
         f"config_from_object(..., namespace='CELERY') to use CELERY_{bare}"
