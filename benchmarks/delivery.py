@@ -62,7 +62,7 @@ def finish(hb: celery_heartbeat.Heartbeat, task: Any) -> float:
     """Run the success hook of one task, as a worker does after the task body; returns when (time.time())."""
     task.push_request(id=str(uuid.uuid4()), retries=0)
     try:
-        hb.hooks.on_success(sender=task, result=None)
+        hb._hooks.on_success(sender=task, result=None)
     finally:
         task.pop_request()
     return time.time()
@@ -114,7 +114,7 @@ def isolation(window: float, *, answered_before: bool) -> list[float]:
             arrived = healthy.wait_for(probes, timeout=30)
             return [ping.time - sent[ping.name] for ping in arrived]
         finally:
-            hb.sender.close(0.0)
+            hb._wiring.delivery.close(0.0)  # no flush: the hanging hosts would hold it
             hb.uninstall()
 
 

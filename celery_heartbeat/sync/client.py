@@ -9,14 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from celery_heartbeat._exceptions import HeartbeatError
+from celery_heartbeat._exceptions import ProviderError
 from celery_heartbeat._redact import redact
 from celery_heartbeat.delivery.retry import RetryPolicy, call
 from celery_heartbeat.delivery.transport import RequestsTransport, Response
-
-
-class ProviderError(HeartbeatError):
-    """A management API call failed; the message is safe to print (no credentials)."""
 
 
 class ApiClient:
