@@ -17,7 +17,8 @@ from typing import Any
 from celery import Celery, signals
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._tasks import BEAT_TASK
+from celery_heartbeat._tasks import BEAT_TASK, current_settings
+from celery_heartbeat.beat.announcer import watch_for_duplicates
 from celery_heartbeat.config.monitor import Monitor, MonitorSpec, parse_monitor
 
 logger = logging.getLogger("celery_heartbeat")
@@ -135,3 +136,9 @@ def _on_beat_init(sender: Any = None, **_: Any) -> None:
         logger.info("celery-heartbeat: beat liveness every %gs (%s)", liveness.every, ENTRY_NAME)
     except Exception:
         logger.exception("celery-heartbeat: could not add the beat-liveness entry to the scheduler")
+        return
+    try:
+        if current_settings(app).detect_duplicate_beats:
+            watch_for_duplicates(app, BEAT_TASK, liveness.every, liveness.queue)
+    except Exception:
+        logger.exception("celery-heartbeat: could not start duplicate-beat detection (the schedule is unaffected)")

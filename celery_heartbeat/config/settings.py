@@ -44,6 +44,7 @@ class Settings:
     grace: float = 300.0
     monitor_prefix: str = ""
     sync_on_beat_start: bool = False
+    detect_duplicate_beats: bool = True  # beat/duplicates.py
 
 
 _DEFAULTS = Settings()
@@ -119,7 +120,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
         return raw.get(PREFIX + name, getattr(_DEFAULTS, name))
 
     values["urls"] = parse_urls(raw.get(PREFIX + "urls"))
-    for name in ("send_start", "send_failure", "enabled"):
+    for name in ("send_start", "send_failure", "enabled", "detect_duplicate_beats"):
         values[name] = _bool(PREFIX + name, get(name))
     values["timeout"] = _number(PREFIX + "timeout", get("timeout"), minimum=0, allow_equal=False)
     values["max_attempts"] = _int(PREFIX + "max_attempts", get("max_attempts"), minimum=1)
