@@ -255,33 +255,58 @@ def test_database_scheduler_two_beats_alarm(
         assert label(first) in failures[0].body.decode() and label(second) in failures[0].body.decode()
 
 
-def test_redbeat_lock_hand_over_never_alarms_and_two_unlocked_redbeats_do(
-    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    """RedBeat: the standby hears the lock holder, takes over after it is killed, and nothing alarms."""
-    pytest.importorskip("redbeat")
-    rig = Rig(tmp_path, clean_env, unique_name, ("-S", "redbeat.RedBeatScheduler"))
-    conf = f"""
-app.conf.redbeat_redis_url = "{redis_url}"
-app.conf.redbeat_key_prefix = "{unique_name}:redbeat"
+REDBEAT_CONF = """
+app.conf.redbeat_redis_url = "{broker}"
+app.conf.redbeat_key_prefix = "{name}:redbeat"
 app.conf.redbeat_lock_timeout = 3
 """
+
+
+def test_redbeat_lock_hand_overs_never_alarm(
+    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """RedBeat: a standby hears the lock holder, takes over after a stop (lock released) or a kill: no alarm."""
+    pytest.importorskip("redbeat")
+    rig = Rig(tmp_path, clean_env, unique_name, ("-S", "redbeat.RedBeatScheduler"))
     with PingReceiver() as rx, ExitStack() as stack:
         stack.enter_context(cleanup(redis_url, unique_name, f"{unique_name}:redbeat*", binding_key(unique_name)))
-        rig.write(unique_name, redis_url, rx.url("beat"), conf=conf)
+        rig.write(unique_name, redis_url, rx.url("beat"), conf=REDBEAT_CONF.format(broker=redis_url, name=unique_name))
         stack.enter_context(rig.worker())
         stack.callback(rig.stop_all)
         holder = rig.start_beat("unused-a")
         rig.wait_in_log(holder, b"Acquired lock")
         wait_for_more(rx, 0, 2)
-        standby = rig.start_beat("unused-b")
-        # The standby listens while it waits for the lock: it hears the holder dispatch.
-        rig.wait_in_log(standby, f"heard beat {label(holder)}".encode())
-        assert b"Acquired lock" not in rig.log_of(standby).read_bytes()
-        wait_for_more(rx, len(rx.pings_for("beat")), 2)
-        stop(holder, signal.SIGKILL)  # the lock stays until it expires
-        rig.wait_in_log(standby, b"Acquired lock")
-        rig.wait_in_log(standby, LIVENESS_SENT)
-        wait_for_more(rx, len(rx.pings_for("beat")), 5)
+        for how in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM releases the lock; SIGKILL leaves it to expire
+            standby = rig.start_beat(f"unused-{how}")
+            # The standby listens while it waits for the lock: it hears the holder dispatch.
+            rig.wait_in_log(standby, f"heard beat {label(holder)}".encode())
+            assert b"Acquired lock" not in rig.log_of(standby).read_bytes()
+            stop(holder, how)
+            rig.wait_in_log(standby, b"Acquired lock")
+            rig.wait_in_log(standby, LIVENESS_SENT)
+            wait_for_more(rx, len(rx.pings_for("beat")), 4)
+            holder = standby
         assert [] == [p.target for p in rx.pings_for("beat") if is_failure(p)]
         assert "duplicate celery beat" not in rig.beat_logs()
+
+
+def test_two_redbeats_without_a_lock_alarm(
+    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """RedBeat with its lock off (or a lock that failed): both dispatch, and the failure ping names both."""
+    pytest.importorskip("redbeat")
+    rig = Rig(tmp_path, clean_env, unique_name, ("-S", "redbeat.RedBeatScheduler"))
+    conf = REDBEAT_CONF.format(broker=redis_url, name=unique_name) + "app.conf.redbeat_lock_key = None\n"
+    with PingReceiver() as rx, ExitStack() as stack:
+        stack.enter_context(cleanup(redis_url, unique_name, f"{unique_name}:redbeat*", binding_key(unique_name)))
+        rig.write(unique_name, redis_url, rx.url("beat"), conf=conf)
+        stack.enter_context(rig.worker())
+        stack.callback(rig.stop_all)
+        first = rig.start_beat("unused-a")
+        wait_for_more(rx, 0, 2)
+        second = rig.start_beat("unused-b")
+        rig.wait_in_log(second, LIVENESS_SENT)
+        window = wait_for_more(rx, len(rx.pings_for("beat")), 6)
+        failures = [p for p in window if is_failure(p)]
+        assert failures, [p.target for p in window]
+        assert label(first) in failures[0].body.decode() and label(second) in failures[0].body.decode()
