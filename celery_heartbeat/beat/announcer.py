@@ -27,7 +27,7 @@ logger = logging.getLogger("celery_heartbeat")
 
 _ATTR = "_celery_heartbeat_beat_watch"
 EXCHANGE_PREFIX = "celery_heartbeat.beats."
-STOP_TIMEOUT = 1.5
+STOP_TIMEOUT = 1.0
 
 
 def exchange_name(app: Celery, queue: str | None) -> str:
@@ -51,8 +51,9 @@ class Announcer:
             exclusive=True,
             message_ttl=detector.period,
         )
-        # How long the thread blocks on the broker before it looks for an announcement to send.
-        self.poll = min(1.0, detector.period / 10)
+        # How long the thread blocks on the broker before it looks for an announcement to send
+        # (and for the stop request: a beat's exit waits at most this long for the cleanup).
+        self.poll = min(0.25, detector.period / 10)
         self._outbox: Announcement | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -7,8 +7,21 @@ The subprocess tests in test_duplicate_beats.py run the same scenarios on real b
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+from celery import Celery, signals
+from celery.beat import Service
+from celery.contrib.testing.worker import start_worker
+
+import celery_heartbeat
+from celery_heartbeat import ConfigurationError, install_beat_liveness
+from celery_heartbeat._tasks import BEAT_TASK
+from celery_heartbeat.beat.announcer import BeatWatch
 from celery_heartbeat.beat.duplicates import (
     HEADER,
     Announcement,
@@ -18,8 +31,18 @@ from celery_heartbeat.beat.duplicates import (
     describe,
     duplicate_beats,
 )
+from celery_heartbeat.testing import PingReceiver
 
 PERIOD = 60.0
+
+
+class Records(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class Clock:
@@ -193,7 +216,8 @@ def test_announcements_round_trip_and_junk_is_ignored() -> None:
     """A message body becomes an announcement only when it has the right shape."""
     announcement = Announcement(BeatInstance("x", "host", 3), 5, {"y": 2})
     assert announcement == Announcement.from_body(announcement.to_body())
-    for junk in (None, [], {"v": 2}, {"v": 1, "id": "x"}, {**announcement.to_body(), "seq": "5"}):
+    junks: list[object] = [None, [], {"v": 2}, {"v": 1, "id": "x"}, {**announcement.to_body(), "seq": "5"}]
+    for junk in junks:
         assert None is Announcement.from_body(junk)
 
 
@@ -204,3 +228,68 @@ def test_the_worker_reads_the_header_from_the_task_request() -> None:
     assert [] == list(duplicate_beats(SimpleNamespace()))
     assert [] == list(duplicate_beats(SimpleNamespace(**{HEADER: ["a (pid 1)"]})))
     assert "2 celery beats are dispatching the same schedule: a, b" == describe(["a", "b"])
+
+
+def test_a_liveness_message_naming_two_beats_makes_the_worker_send_a_failure_ping_naming_them(
+    make_app: Callable[..., Celery],
+) -> None:
+    """The beat's verdict travels in the message: the worker pings /fail with the alert and logs an ERROR."""
+    app = make_app()
+    handler = Records(logging.ERROR)
+    records = handler.records
+    logging.getLogger("celery_heartbeat").addHandler(handler)  # Celery's worker may hijack the root logger
+    with PingReceiver() as rx, contextlib.ExitStack() as stack:
+        stack.callback(logging.getLogger("celery_heartbeat").removeHandler, handler)
+        celery_heartbeat.install(app)
+        install_beat_liveness(app, {"url": rx.url("beat"), "provider": "healthchecks"}, every=60)
+        with start_worker(app, pool="solo", perform_ping_check=False):
+            app.send_task(BEAT_TASK, headers={HEADER: ["host-a (pid 1)", "host-b (pid 2)"]})
+            app.send_task(BEAT_TASK)  # one beat again: a success, after it (the solo pool keeps the order)
+            rx.wait_for(2, name="beat")
+    assert ["/beat/fail", "/beat"] == [p.path for p in rx.pings_for("beat")]
+    alert = "2 celery beats are dispatching the same schedule: host-a (pid 1), host-b (pid 2)"
+    assert alert.encode() == rx.pings_for("beat")[0].body
+    assert [f"celery-heartbeat: {alert}; every periodic task is sent more than once"] == [
+        r.getMessage() for r in records
+    ]
+
+
+def test_a_monitor_without_failure_pings_gets_silence_not_a_success(make_app: Callable[..., Celery]) -> None:
+    """A generic URL has no failure signal: while beats are duplicated nothing is sent, so the monitor goes late."""
+    app = make_app()
+    with PingReceiver() as rx:
+        celery_heartbeat.install(app)
+        install_beat_liveness(app, rx.url("beat"), every=60)
+        with start_worker(app, pool="solo", perform_ping_check=False):
+            app.send_task(BEAT_TASK, headers={HEADER: ["host-a (pid 1)", "host-b (pid 2)"]})
+            app.send_task(BEAT_TASK)
+            rx.wait_for(1, name="beat")
+    assert ["/beat"] == [p.path for p in rx.pings_for("beat")]  # the sentinel's success only
+
+
+@pytest.mark.parametrize("detect", [True, False])
+def test_detection_starts_when_beat_starts_unless_turned_off(
+    make_app: Callable[..., Celery], tmp_path: Path, detect: bool
+) -> None:
+    """beat_init starts detection; `heartbeat_detect_duplicate_beats = False` starts nothing."""
+    app = make_app(heartbeat_detect_duplicate_beats=detect)
+    install_beat_liveness(app, "https://hc-ping.com/abc-beat", every=5)
+    assert None is getattr(app, "_celery_heartbeat_beat_watch", None)  # nothing at install
+    service = Service(app, schedule_filename=str(tmp_path / "schedule"))
+    try:
+        signals.beat_init.send(sender=service)
+        watch = getattr(app, "_celery_heartbeat_beat_watch", None)
+        assert detect == isinstance(watch, BeatWatch)
+    finally:
+        if isinstance(watch, BeatWatch):
+            watch.stop()
+        service.scheduler.close()
+
+
+def test_the_setting_is_validated(make_app: Callable[..., Celery]) -> None:
+    """A value that is not a boolean is a ConfigurationError naming the setting."""
+    with pytest.raises(ConfigurationError) as info:
+        celery_heartbeat.install(make_app(), detect_duplicate_beats="maybe")
+    assert "heartbeat_detect_duplicate_beats" == info.value.key
+    handle = celery_heartbeat.install(make_app(heartbeat_detect_duplicate_beats="false"))
+    assert False is handle.settings.detect_duplicate_beats
