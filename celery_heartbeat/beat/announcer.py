@@ -98,18 +98,22 @@ class Announcer:
         with consumer:
             self._report(None)
             while not self._stop.is_set():
-                announcement = self._take()
-                if announcement is not None:
-                    producer.publish(
-                        announcement.to_body(),
-                        exchange=self.exchange,
-                        routing_key="",
-                        expiration=self.detector.period,
-                        retry=False,
-                    )
+                self._publish(producer)
                 with contextlib.suppress(socket.timeout):
                     conn.drain_events(timeout=self.poll)
+            self._publish(producer)  # the last dispatch before beat stopped counts too
         channel.close()
+
+    def _publish(self, producer: Any) -> None:
+        announcement = self._take()
+        if announcement is not None:
+            producer.publish(
+                announcement.to_body(),
+                exchange=self.exchange,
+                routing_key="",
+                expiration=self.detector.period,
+                retry=False,
+            )
 
     def _on_message(self, body: Any, message: Any) -> None:
         try:
