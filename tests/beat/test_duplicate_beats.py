@@ -171,11 +171,12 @@ def test_two_beats_alarm_naming_both_and_success_resumes_when_one_stops(
         failures = [p for p in window if is_failure(p)]
         assert failures, [p.target for p in window]
         body = failures[0].body.decode()
-        assert f"2 celery beats are dispatching the same schedule: {label(first)}" in body or label(second) in body
+        assert body.startswith("2 celery beats are dispatching the same schedule: "), body
         assert label(first) in body and label(second) in body, body
-        # From the second failure on, every ping is one while both beats run (no success flips it green).
-        steady = wait_for_more(rx, since_second + window.index(failures[0]) + 1, 4)
-        assert [True] * 4 == [is_failure(p) for p in steady[1:]] + [True], [p.target for p in steady]
+        # After the first failure, the other beat may have one message out that it sent before it heard
+        # (a success); from then on every ping is a failure while both run: nothing flips the monitor green.
+        steady = wait_for_more(rx, since_second + window.index(failures[0]) + 1, 5)
+        assert all(is_failure(p) for p in steady[1:]), [p.target for p in steady]
         assert "every periodic task is sent more than once" in (tmp_path / "worker.log").read_text()
         beat_logs = rig.beat_logs()
         assert "duplicate celery beat:" in beat_logs and "ERROR" in beat_logs, beat_logs

@@ -85,6 +85,9 @@ def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..
         assert (BEAT_TASK, 7.0) == (entry.task, entry.options["expires"])
         assert {"report", ENTRY_NAME} == set(app.conf.beat_schedule)
     finally:
+        watch = getattr(app, "_celery_heartbeat_beat_watch", None)
+        if watch is not None:  # duplicate-beat detection started with it
+            watch.stop()
         service.scheduler.close()
 
 
