@@ -34,8 +34,11 @@ HEADER = "celery_heartbeat_duplicate_beats"
 MISSED_DISPATCHES = 2
 """A peer that let this many of our dispatches pass without one of its own has stopped."""
 
-STALE_PERIODS = 3.0
-"""A peer silent for this many periods (of this beat's clock) has stopped, also when we did not dispatch."""
+RECENT_PERIODS = 3.0
+"""A peer's mention of our dispatch is evidence only when that dispatch is at most this many periods old."""
+
+FORGET_PERIODS = 10.0
+"""A peer silent this long is forgotten even while we do not dispatch (a RedBeat standby keeps no list)."""
 
 
 @dataclass(frozen=True)
@@ -180,11 +183,11 @@ class DuplicateDetector:
             return False
         for mine, at in self._my_times:
             if mine == seq:
-                return now - at <= STALE_PERIODS * self.period
+                return now - at <= RECENT_PERIODS * self.period
         return False  # older than our last few dispatches, or never ours
 
     def _forget_stale(self, now: float) -> None:
-        limit = STALE_PERIODS * self.period
+        limit = FORGET_PERIODS * self.period
         for peer_id, peer in list(self._peers.items()):
             if now - peer.received > limit:
                 del self._peers[peer_id]
