@@ -21,11 +21,12 @@ from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
 
+from celery_heartbeat._state import AppState
 from celery_heartbeat.beat.duplicates import HEADER, Announcement, BeatInstance, DuplicateDetector
+from celery_heartbeat.config.names import BEAT_TASK
 
 logger = logging.getLogger("celery_heartbeat")
 
-_ATTR = "_celery_heartbeat_beat_watch"
 EXCHANGE_PREFIX = "celery_heartbeat.beats."
 STOP_TIMEOUT = 1.0
 
@@ -147,6 +148,8 @@ class DispatchHook:
         self._failed = False
 
     def __call__(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
+        if sender != BEAT_TASK:
+            return
         try:
             verdict = self.detector.dispatching()
             self.announcer.announce(verdict.announcement)
@@ -171,39 +174,39 @@ class DispatchHook:
 class BeatWatch:
     """Detection for one app in this beat process: the detector, its announcer and its publish hook."""
 
-    def __init__(self, app: Celery, task: str, period: float, queue: str | None) -> None:
-        self.app = app
-        self.task = task
+    def __init__(self, state: AppState, period: float, queue: str | None) -> None:
+        self.state = state
         self.detector = DuplicateDetector(BeatInstance.current(), period)
-        self.announcer = Announcer(app, self.detector, exchange_name(app, queue))
+        self.announcer = Announcer(state.app, self.detector, exchange_name(state.app, queue))
         self.hook = DispatchHook(self.detector, self.announcer)
-        self._uid = f"celery_heartbeat:duplicate_beats:{id(app)}"
 
     def start(self) -> None:
-        signals.before_task_publish.connect(self.hook, sender=self.task, weak=False, dispatch_uid=self._uid)
+        # In the app's receiver list, so uninstall() disconnects it with the rest.
+        self.state.connect("duplicate_beats", signals.before_task_publish, self.hook)
         self.announcer.start()
         atexit.register(self.stop)
 
     def stop(self) -> None:
-        signals.before_task_publish.disconnect(sender=self.task, dispatch_uid=self._uid)
+        self.state.disconnect("duplicate_beats")
         self.announcer.stop()
         atexit.unregister(self.stop)
 
 
-def watch_for_duplicates(app: Celery, task: str, period: float, queue: str | None) -> BeatWatch | None:
+def watch_for_duplicates(state: AppState, period: float, queue: str | None) -> BeatWatch | None:
     """Start detection in this beat process (at `beat_init`); None when the broker has no fanout exchanges."""
-    previous: BeatWatch | None = getattr(app, _ATTR, None)
-    if previous is not None:
+    previous = state.beat_watch
+    if isinstance(previous, BeatWatch):
         previous.stop()
-    with app.connection_for_write() as conn:
+    state.beat_watch = None
+    with state.app.connection_for_write() as conn:
         if "fanout" not in conn.transport.implements.exchange_type:
             logger.warning(
                 "celery-heartbeat: duplicate-beat detection needs fanout exchanges, which the %s transport lacks: off",
                 conn.transport_cls,
             )
             return None
-    watch = BeatWatch(app, task, period, queue)
-    setattr(app, _ATTR, watch)
+    watch = BeatWatch(state, period, queue)
+    state.beat_watch = watch
     watch.start()
     logger.info("celery-heartbeat: duplicate-beat detection on (this beat is %s)", watch.detector.me.label)
     return watch

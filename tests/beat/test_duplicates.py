@@ -20,6 +20,7 @@ from celery.contrib.testing.worker import start_worker
 
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, install_beat_liveness
+from celery_heartbeat._state import peek
 from celery_heartbeat._tasks import BEAT_TASK
 from celery_heartbeat.beat.announcer import BeatWatch
 from celery_heartbeat.beat.duplicates import (
@@ -34,6 +35,12 @@ from celery_heartbeat.beat.duplicates import (
 from celery_heartbeat.testing import PingReceiver
 
 PERIOD = 60.0
+
+
+def beat_watch(app: Celery) -> object:
+    """The duplicate-beat detection running for `app` in this process, if any."""
+    state = peek(app)
+    return state.beat_watch if state is not None else None
 
 
 class Records(logging.Handler):
@@ -274,11 +281,11 @@ def test_detection_starts_when_beat_starts_unless_turned_off(
     """beat_init starts detection; `heartbeat_detect_duplicate_beats = False` starts nothing."""
     app = make_app(heartbeat_detect_duplicate_beats=detect)
     install_beat_liveness(app, "https://hc-ping.com/abc-beat", every=5)
-    assert None is getattr(app, "_celery_heartbeat_beat_watch", None)  # nothing at install
+    assert None is beat_watch(app)  # nothing at install
     service = Service(app, schedule_filename=str(tmp_path / "schedule"))
     try:
         signals.beat_init.send(sender=service)
-        watch = getattr(app, "_celery_heartbeat_beat_watch", None)
+        watch = beat_watch(app)
         assert detect == isinstance(watch, BeatWatch)
     finally:
         if isinstance(watch, BeatWatch):

@@ -20,6 +20,7 @@ from celery.contrib.testing.worker import start_worker
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, install_beat_liveness
 from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._state import peek
 from celery_heartbeat._tasks import BEAT_TASK
 from celery_heartbeat.beat.liveness import ENTRY_NAME
 from celery_heartbeat.testing import PingReceiver
@@ -51,7 +52,7 @@ def test_beat_url_setting_installs_the_entry_and_disabled_installs_none(make_app
 def test_install_beat_liveness_validates_its_arguments(make_app: Callable[..., Celery]) -> None:
     """A bad URL or a period that is not a positive number raises ConfigurationError naming it."""
     app = make_app()
-    for every in (0, -1, "60", True, float("nan"), float("inf")):
+    for every in (0, -1, "soon", True, float("nan"), float("inf")):
         with pytest.raises(ConfigurationError) as info:
             install_beat_liveness(app, "https://hc-ping.com/abc", every=every)  # type: ignore[arg-type]
         assert "every" == info.value.key
@@ -85,9 +86,9 @@ def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..
         assert (BEAT_TASK, 7.0) == (entry.task, entry.options["expires"])
         assert {"report", ENTRY_NAME} == set(app.conf.beat_schedule)
     finally:
-        watch = getattr(app, "_celery_heartbeat_beat_watch", None)
-        if watch is not None:  # duplicate-beat detection started with it
-            watch.stop()
+        state = peek(app)
+        if state is not None and state.beat_watch is not None:  # duplicate-beat detection started with it
+            state.beat_watch.stop()  # type: ignore[attr-defined]
         service.scheduler.close()
 
 
