@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from celery_heartbeat._runs import RunBook
 from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
 from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._tasks import register_tasks
+from celery_heartbeat.delivery.handover import Handover
 
 _ATTR = "_celery_heartbeat"
 
@@ -43,6 +45,8 @@ class Heartbeat:
         )
         self.auto = AutoMonitors(app, settings, self.registry.resolve)
         self.hooks = Hooks(self)
+        # Prefork: pool processes hand run events to the main process's sender (opened by the hooks).
+        self.handover = Handover(self.hooks.apply)
 
     def _task_option(self, task_name: str) -> MonitorSpec:
         task = self.app.tasks.get(task_name)
@@ -64,7 +68,9 @@ class Heartbeat:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is pending, waiting at most `timeout` seconds; True when nothing is left."""
-        return self.sender.flush(timeout)
+        end = time.monotonic() + timeout
+        drained = self.handover.drain(timeout)  # main process: what pool processes handed over first
+        return self.sender.flush(max(0.0, end - time.monotonic())) and drained
 
     def stats(self) -> dict[str, int]:
         """This process's counters: sent, failed, rejected, retried, coalesced, dropped, pending."""
@@ -75,6 +81,7 @@ class Heartbeat:
     def uninstall(self) -> None:
         """Disconnect every hook and flush briefly; the app behaves as if never installed."""
         self.hooks.disconnect()
+        self.handover.close(self.settings.shutdown_timeout)
         self.sender.close(self.settings.shutdown_timeout)
         if getattr(self.app, _ATTR, None) is self:
             delattr(self.app, _ATTR)

@@ -15,6 +15,7 @@ from celery import signals
 from celery.utils.dispatch import Signal
 
 from celery_heartbeat._ping import Ping
+from celery_heartbeat.delivery.handover import Route, RunEvent
 
 if TYPE_CHECKING:
     from celery_heartbeat._heartbeat import Heartbeat
@@ -33,6 +34,7 @@ class Hooks:
         self._connected: list[tuple[Signal, str]] = []
         self._shutdown_started: float | None = None
         self._errors_logged: set[str] = set()
+        self._runs_worker = False  # this process is a worker of this app (worker_init)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -42,6 +44,8 @@ class Hooks:
             (signals.task_success, self.on_success),
             (signals.task_failure, self.on_failure),
             (signals.task_revoked, self.on_revoked),
+            (signals.worker_init, self.on_worker_init),
+            (signals.worker_before_create_process, self.on_before_create_process),
             (signals.worker_ready, self.on_worker_ready),
             (signals.worker_process_init, self.on_process_init),
             (signals.worker_shutting_down, self.on_shutting_down),
@@ -82,11 +86,7 @@ class Hooks:
             monitor = self.hb.monitor_for_run(task.name, args, kwargs)
             if monitor is None:
                 return
-            retries = task.request.retries or 0
-            admitted = self.hb.runs.start(monitor.url, task_id, retries)
-            wants = self.hb.settings.send_start if monitor.start is None else monitor.start
-            if admitted and wants and retries == 0 and monitor.supports("start"):
-                self.hb.sender.submit(Ping(monitor, "start", task_id))
+            self._emit(RunEvent("start", monitor, task_id, retries=task.request.retries or 0))
         except Exception:
             self._guard_error("task_prerun")
 
@@ -101,8 +101,7 @@ class Hooks:
             task_id = request.id
             if task_id is None:
                 return
-            if self.hb.runs.success(monitor.url, task_id):
-                self.hb.sender.submit(Ping(monitor, "success", task_id))
+            self._emit(RunEvent("success", monitor, task_id))
         except Exception:
             self._guard_error("task_success")
 
@@ -112,11 +111,34 @@ class Hooks:
         monitor = self.hb.monitor_for_run(task.name, args, kwargs)
         if monitor is None:
             return
-        if not self.hb.runs.failure(monitor.url, task_id):
-            return
-        wants = self.hb.settings.send_failure if monitor.failure is None else monitor.failure
-        if wants and monitor.supports("failure"):
-            self.hb.sender.submit(Ping(monitor, "failure", task_id, detail=detail))
+        self._emit(RunEvent("failure", monitor, task_id, detail=detail))
+
+    # -- decide and send (here, or in the main process for prefork pool processes) ---------
+
+    def _emit(self, event: RunEvent) -> None:
+        route = self.hb.handover.offer(event)
+        if route is not Route.HANDED:
+            self.apply(event, owed=route is Route.OWED)
+
+    def apply(self, event: RunEvent, owed: bool = False) -> None:
+        """Decide whether a run event pings (coalescing, once per run) and submit its ping.
+
+        `owed`: a finish whose start went out from another process: it pings whatever this
+        process's coalescing says.
+        """
+        monitor, run_id, settings = event.monitor, event.run_id, self.hb.settings
+        if event.kind == "start":
+            admitted = self.hb.runs.start(monitor.url, run_id, event.retries)
+            wants = settings.send_start if monitor.start is None else monitor.start
+            if admitted and wants and event.retries == 0 and monitor.supports("start"):
+                self.hb.sender.submit(Ping(monitor, "start", run_id, created=event.created))
+        elif event.kind == "success":
+            if owed or self.hb.runs.success(monitor.url, run_id):
+                self.hb.sender.submit(Ping(monitor, "success", run_id, created=event.created))
+        elif self.hb.runs.failure(monitor.url, run_id):  # once per run, also when owed
+            wants = settings.send_failure if monitor.failure is None else monitor.failure
+            if wants and monitor.supports("failure"):
+                self.hb.sender.submit(Ping(monitor, "failure", run_id, detail=event.detail, created=event.created))
 
     def on_failure(
         self,
@@ -172,6 +194,20 @@ class Hooks:
         except Exception:
             self._guard_error("worker_ready")
 
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        try:
+            self._runs_worker = getattr(sender, "app", None) is self.hb.app
+        except Exception:
+            self._guard_error("worker_init")
+
+    def on_before_create_process(self, **_: Any) -> None:
+        # Prefork only, in the main process, before each fork: children inherit the channel.
+        try:
+            if self._runs_worker:
+                self.hb.handover.open()
+        except Exception:
+            self._guard_error("worker_before_create_process")
+
     def on_process_init(self, **_: Any) -> None:
         # Prefork children are forked before worker_ready: build the beat-entry table here,
         # not on the first task's thread.
@@ -217,7 +253,9 @@ class Hooks:
                 # One budget for the whole shutdown: children and this process flushed in parallel.
                 budget = max(0.0, budget - (time.monotonic() - self._shutdown_started))
                 self._shutdown_started = None
-            if not self.hb.sender.flush(budget):
+            end = time.monotonic() + budget
+            self.hb.handover.close(budget)  # the pool processes are gone: apply what they handed over
+            if not self.hb.sender.flush(max(0.0, end - time.monotonic())):
                 stats = self.hb.sender.stats()
                 logger.warning("celery-heartbeat: %d ping(s) not delivered at shutdown", stats["pending"])
         except Exception:
