@@ -20,7 +20,7 @@ from celery_heartbeat.testing import PingReceiver
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("repetition", range(3))
+@pytest.mark.parametrize("repetition", range(4))
 def test_the_last_ping_after_an_outage_is_the_last_runs_failure(
     repetition: int, redis_url: str, tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
