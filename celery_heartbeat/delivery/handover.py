@@ -18,17 +18,16 @@ gets its finish). The main process's own events (hard time limits, lost
 workers, terminated revokes) take the same channel, behind what the children
 sent before them.
 
-An event on the wire is compact JSON: the monitor, kind, run id, retry count,
-failure detail (an exception type name) and the event's monotonic time (the
-clock is system-wide, so the main process keeps the event's age); never task
-arguments or results.
+An event on the wire is one short line of text: the monitor, kind, run id,
+retry count, failure detail (an exception type name) and the event's monotonic
+time (the clock is system-wide, so the main process keeps the event's age);
+never task arguments or results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import socket
@@ -58,6 +57,10 @@ CAPACITY = 10_000
 _STOP = b"\x00stop"
 _BARRIER = b"\x00sync"
 _KINDS: dict[str, Kind] = {"start": "start", "success": "success", "failure": "failure"}
+_SEP = "\x1f"  # ASCII unit separator
+_FIELDS = 9
+_FLAGS: dict[bool | None, str] = {None: "", True: "1", False: "0"}
+_UNFLAG: dict[str, bool | None] = {flag: value for value, flag in _FLAGS.items()}
 
 
 @dataclass(frozen=True)
@@ -73,21 +76,27 @@ class RunEvent:
     created: float = field(default_factory=time.monotonic)
 
     def encode(self) -> bytes:
+        """One datagram: the fields joined by a separator no URL, task id or type name contains.
+
+        Raises ValueError when a field does contain it (the event is then sent by its own process).
+        """
         m = self.monitor
-        fields: list[object] = [self.kind, m.url, m.provider, m.start, m.failure]
-        fields += [self.run_id, self.retries, self.detail, self.created]
-        return json.dumps(fields, separators=(",", ":")).encode()
+        fields = (self.kind, m.url, m.provider, _FLAGS[m.start], _FLAGS[m.failure], self.run_id)
+        text = _SEP.join((*fields, str(self.retries), self.detail or "", repr(self.created)))
+        if text.count(_SEP) != _FIELDS - 1:
+            raise ValueError("a field contains the separator")
+        return text.encode()
 
     @classmethod
     def decode(cls, data: bytes) -> RunEvent | None:
         """The event, or None when the bytes are not one (never raises)."""
         try:
-            kind, url, provider, start, failure, run_id, retries, detail, created = json.loads(data)
-            if kind not in _KINDS or provider not in PROVIDERS or not isinstance(url, str):
+            kind, url, provider, start, failure, run_id, retries, detail, created = data.decode().split(_SEP)
+            if kind not in _KINDS or provider not in PROVIDERS or start not in _UNFLAG or failure not in _UNFLAG:
                 return None
-            monitor = Monitor(url=url, provider=provider, start=start, failure=failure)
-            return cls(_KINDS[kind], monitor, str(run_id), int(retries), detail, float(created))
-        except (ValueError, TypeError):
+            monitor = Monitor(url=url, provider=provider, start=_UNFLAG[start], failure=_UNFLAG[failure])
+            return cls(_KINDS[kind], monitor, run_id, int(retries), detail or None, float(created))
+        except (ValueError, UnicodeDecodeError):
             return None
 
 
@@ -161,7 +170,7 @@ class Handover:
                 continue
             event = RunEvent.decode(data)
             if event is None:
-                self._log_bug("an unreadable event")
+                self._log_bug("an unreadable event", exc_info=False)
                 continue
             try:
                 self._apply(event)
@@ -235,7 +244,7 @@ class Handover:
         try:
             send.send(event.encode())
             handed = True
-        except OSError:  # full, gone, or too long: never wait, never fail the task
+        except (OSError, ValueError):  # full, gone, too long or unencodable: never wait, never fail the task
             handed = False
         except Exception:
             self._log_bug("handing an event over")
@@ -265,8 +274,8 @@ class Handover:
             with contextlib.suppress(OSError):
                 recv.close()
 
-    def _log_bug(self, where: str) -> None:
+    def _log_bug(self, where: str, *, exc_info: bool = True) -> None:
         if not self._bug_logged:
             self._bug_logged = True
             message = "celery-heartbeat: internal error in the hand-over (%s; tasks are unaffected)"
-            logger.error(message, where, exc_info=True)
+            logger.error(message, where, exc_info=exc_info)
