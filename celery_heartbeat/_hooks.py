@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from celery import signals
 from celery.utils.dispatch import Signal
 
+from celery_heartbeat._monitor import Monitor
 from celery_heartbeat._ping import Ping
+from celery_heartbeat._providers import Kind
 from celery_heartbeat.delivery.handover import Route, RunEvent
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ class Hooks:
             monitor = self.hb.monitor_for_run(task.name, args, kwargs)
             if monitor is None:
                 return
-            self._emit(RunEvent("start", monitor, task_id, retries=task.request.retries or 0))
+            self._emit("start", monitor, task_id, retries=task.request.retries or 0)
         except Exception:
             self._guard_error("task_prerun")
 
@@ -101,7 +103,7 @@ class Hooks:
             task_id = request.id
             if task_id is None:
                 return
-            self._emit(RunEvent("success", monitor, task_id))
+            self._emit("success", monitor, task_id)
         except Exception:
             self._guard_error("task_success")
 
@@ -111,34 +113,44 @@ class Hooks:
         monitor = self.hb.monitor_for_run(task.name, args, kwargs)
         if monitor is None:
             return
-        self._emit(RunEvent("failure", monitor, task_id, detail=detail))
+        self._emit("failure", monitor, task_id, detail=detail)
 
     # -- decide and send (here, or in the main process for prefork pool processes) ---------
 
-    def _emit(self, event: RunEvent) -> None:
-        route = self.hb.handover.offer(event)
-        if route is not Route.HANDED:
-            self.apply(event, owed=route is Route.OWED)
+    def _emit(self, kind: Kind, monitor: Monitor, run_id: str, retries: int = 0, detail: str | None = None) -> None:
+        owed = False
+        if self.hb.handover.active:  # only in a prefork worker
+            route = self.hb.handover.offer(RunEvent(kind, monitor, run_id, retries, detail))
+            if route is Route.HANDED:
+                return
+            owed = route is Route.OWED
+        self._decide(kind, monitor, run_id, retries, detail, owed, time.monotonic())
 
     def apply(self, event: RunEvent, owed: bool = False) -> None:
-        """Decide whether a run event pings (coalescing, once per run) and submit its ping.
+        """Decide and send an event handed over by a pool process (the main process's reader thread).
 
         `owed`: a finish whose start went out from another process: it pings whatever this
         process's coalescing says.
         """
-        monitor, run_id, settings = event.monitor, event.run_id, self.hb.settings
-        if event.kind == "start":
-            admitted = self.hb.runs.start(monitor.url, run_id, event.retries)
+        self._decide(event.kind, event.monitor, event.run_id, event.retries, event.detail, owed, event.created)
+
+    def _decide(
+        self, kind: Kind, monitor: Monitor, run_id: str, retries: int, detail: str | None, owed: bool, created: float
+    ) -> None:
+        """Whether a run event pings (coalescing, once per run); submit its ping."""
+        settings = self.hb.settings
+        if kind == "start":
+            admitted = self.hb.runs.start(monitor.url, run_id, retries)
             wants = settings.send_start if monitor.start is None else monitor.start
-            if admitted and wants and event.retries == 0 and monitor.supports("start"):
-                self.hb.sender.submit(Ping(monitor, "start", run_id, created=event.created))
-        elif event.kind == "success":
+            if admitted and wants and retries == 0 and monitor.supports("start"):
+                self.hb.sender.submit(Ping(monitor, "start", run_id, created=created))
+        elif kind == "success":
             if owed or self.hb.runs.success(monitor.url, run_id):
-                self.hb.sender.submit(Ping(monitor, "success", run_id, created=event.created))
+                self.hb.sender.submit(Ping(monitor, "success", run_id, created=created))
         elif self.hb.runs.failure(monitor.url, run_id):  # once per run, also when owed
             wants = settings.send_failure if monitor.failure is None else monitor.failure
             if wants and monitor.supports("failure"):
-                self.hb.sender.submit(Ping(monitor, "failure", run_id, detail=event.detail, created=event.created))
+                self.hb.sender.submit(Ping(monitor, "failure", run_id, detail=detail, created=created))
 
     def on_failure(
         self,

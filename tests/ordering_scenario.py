@@ -38,17 +38,17 @@ app.conf.update(
 
 
 @app.task(name="order.job")
-def job(fail):
-    time.sleep(0.1)  # long enough for both pool processes to take runs
+def job(fail, seconds=0.1):
+    time.sleep(seconds)  # long enough for both pool processes to take runs
     if fail:
         raise ValueError("the last run failed")
-    return "ok"
+    return os.getpid()
 
 
 celery_heartbeat.install(
     app,
     urls={"order.job": {"url": os.environ["MONITOR"], "provider": "healthchecks"}},
-    coalesce_seconds=0,
+    coalesce_seconds=float(os.environ.get("COALESCE", "0")),
     timeout=1.0,
     backoff_max=2.0,
     shutdown_timeout=5.0,
