@@ -54,6 +54,13 @@ MAX_EVENT = 16 * 1024
 CAPACITY = 10_000
 """Runs remembered per pool process for routing their finish; bounds memory like RunBook."""
 
+BATCH_PAUSE = 0.005
+"""Seconds the reader rests after a burst: the most it delays a ping, and what bounds its wake-ups."""
+
+BATCH_MAX = 1000
+"""Events read in one burst."""
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _STOP = b"\x00stop"
 _BARRIER = b"\x00sync"
 _KINDS: dict[str, Kind] = {"start": "start", "success": "success", "failure": "failure"}
@@ -156,26 +163,40 @@ class Handover:
             self._owner, self._send, self._recv, self._thread = os.getpid(), send, recv, thread
 
     def _read(self, recv: socket.socket) -> None:
+        """Apply events in arrival order. After each burst, pause briefly: events sent meanwhile wait
+        in the channel without waking this thread, so a busy pool pays one wake-up per burst, not per event."""
         while True:
             try:
-                data = recv.recv(MAX_EVENT)
+                batch = [recv.recv(MAX_EVENT)]
+                while _DONTWAIT and len(batch) < BATCH_MAX:
+                    batch.append(recv.recv(MAX_EVENT, _DONTWAIT))
+            except BlockingIOError:
+                pass
             except OSError:
                 return
-            if data == _STOP or not data:
-                return
-            if data == _BARRIER:
-                with self._cond:
-                    self._barriers_seen += 1
-                    self._cond.notify_all()
-                continue
-            event = RunEvent.decode(data)
-            if event is None:
-                self._log_bug("an unreadable event", exc_info=False)
-                continue
-            try:
-                self._apply(event)
-            except Exception:
-                self._log_bug("applying an event")
+            for data in batch:
+                if not self._handle(data):
+                    return
+            time.sleep(BATCH_PAUSE)
+
+    def _handle(self, data: bytes) -> bool:
+        """Apply one message; False: stop reading."""
+        if data == _STOP or not data:
+            return False
+        if data == _BARRIER:
+            with self._cond:
+                self._barriers_seen += 1
+                self._cond.notify_all()
+            return True
+        event = RunEvent.decode(data)
+        if event is None:
+            self._log_bug("an unreadable event", exc_info=False)
+            return True
+        try:
+            self._apply(event)
+        except Exception:
+            self._log_bug("applying an event")
+        return True
 
     def drain(self, timeout: float) -> bool:
         """Wait until every event handed over so far was applied (main process); True when done."""
