@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from celery import signals
 from celery.utils.dispatch import Signal
 
-from celery_heartbeat._monitor import Monitor
 from celery_heartbeat._ping import Ping
-from celery_heartbeat._providers import Kind
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.delivery.handover import Route, RunEvent
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class Hooks:
         # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
         try:
             if self.hb.settings.sync_on_beat_start and getattr(sender, "app", None) is self.hb.app:
-                from celery_heartbeat.sync import sync_in_background
+                from celery_heartbeat.sync.engine import sync_in_background
 
                 sync_in_background(self.hb.app)
         except Exception:

@@ -38,8 +38,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from celery_heartbeat._monitor import Monitor
-from celery_heartbeat._providers import PROVIDERS, Kind
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import PROVIDERS, Kind
 
 logger = logging.getLogger("celery_heartbeat")
 
