@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +41,8 @@ def time_runs(hb: Any, task: Any, runs: int) -> list[float]:
         task.push_request(id=task_id, retries=0)
         try:
             started = clock()
-            hb.hooks.on_prerun(sender=task, task_id=task_id, task=task)
-            hb.hooks.on_success(sender=task, result=None)
+            hb._hooks.on_prerun(sender=task, task_id=task_id, task=task)
+            hb._hooks.on_success(sender=task, result=None)
             samples.append((clock() - started) / 1000)
         finally:
             task.pop_request()
@@ -68,7 +69,9 @@ def main() -> int:
         local = time_runs(hb, noop, options.runs)
         print(f"(a) no channel (solo, threads, green pools):   {summary(local)}")
 
-        hb.handover.open()  # what worker_before_create_process does in a prefork worker's main process
+        hooks = hb._hooks
+        hooks.on_worker_init(sender=SimpleNamespace(app=app))  # what a prefork worker's main process does
+        hooks.on_before_create_process()
         before = resource.getrusage(resource.RUSAGE_SELF)
         read, write = os.pipe()
         pid = os.fork()
@@ -81,7 +84,7 @@ def main() -> int:
         with os.fdopen(read) as result:
             print(result.read(), end="")
         os.waitpid(pid, 0)
-        assert hb.handover.drain(30.0)
+        assert hooks.drain(30.0)
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         print(f"(c) main process CPU applying them:            {cpu / options.runs * 1e6:6.2f} us per run")

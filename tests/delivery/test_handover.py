@@ -146,11 +146,11 @@ def test_an_owed_success_is_sent_although_this_process_would_coalesce_it(make_ap
         monitor = Monitor(url=rx.url("job"), provider="healthchecks")
         hb = celery_heartbeat.install(app, urls={"job": monitor.url}, coalesce_seconds=60)
         one, two, three = (str(uuid.uuid4()) for _ in range(3))
-        hb.hooks.apply(RunEvent("start", monitor, one))
-        hb.hooks.apply(RunEvent("success", monitor, one))
+        hb._hooks.apply(RunEvent("start", monitor, one))
+        hb._hooks.apply(RunEvent("success", monitor, one))
         assert hb.flush(10.0)
-        hb.hooks.apply(RunEvent("success", monitor, two))  # coalesced: inside the window
-        hb.hooks.apply(RunEvent("success", monitor, three), owed=True)
+        hb._hooks.apply(RunEvent("success", monitor, two))  # coalesced: inside the window
+        hb._hooks.apply(RunEvent("success", monitor, three), owed=True)
         assert hb.flush(10.0)
         assert [one, three] == [p.query["rid"] for p in rx.pings_for("job")]
 
