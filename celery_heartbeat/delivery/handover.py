@@ -166,8 +166,9 @@ class Handover:
         """Apply events in arrival order. After each burst, pause briefly: events sent meanwhile wait
         in the channel without waking this thread, so a busy pool pays one wake-up per burst, not per event."""
         while True:
+            batch: list[bytes] = []
             try:
-                batch = [recv.recv(MAX_EVENT)]
+                batch.append(recv.recv(MAX_EVENT))
                 while _DONTWAIT and len(batch) < BATCH_MAX:
                     batch.append(recv.recv(MAX_EVENT, _DONTWAIT))
             except BlockingIOError:
