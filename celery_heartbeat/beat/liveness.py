@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from celery_heartbeat._state import AppState, peek
+from celery_heartbeat.beat.announcer import watch_for_duplicates
 from celery_heartbeat.config.liveness import ENTRY_NAME, BeatLiveness
 
 logger = logging.getLogger("celery_heartbeat")
@@ -89,3 +90,9 @@ def on_beat_start(state: AppState, sender: Any) -> None:
         logger.info("celery-heartbeat: beat liveness every %gs (%s)", liveness.every, ENTRY_NAME)
     except Exception:
         logger.exception("celery-heartbeat: could not add the beat-liveness entry to the scheduler")
+        return
+    try:
+        if state.current_settings().detect_duplicate_beats:
+            watch_for_duplicates(state, liveness.every, liveness.queue)
+    except Exception:
+        logger.exception("celery-heartbeat: could not start duplicate-beat detection (the schedule is unaffected)")

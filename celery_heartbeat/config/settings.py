@@ -96,6 +96,8 @@ class Settings:
     grace: float = field(default=300.0, metadata=check(_positive))
     monitor_prefix: str = field(default="", metadata=check(auto.monitor_prefix))
     sync_on_beat_start: bool = field(default=False, metadata=check(checks.boolean))
+    #: With beat liveness: alarm when two beats dispatch one schedule (beat/duplicates.py).
+    detect_duplicate_beats: bool = field(default=True, metadata=check(checks.boolean))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))}" for f in fields(self))

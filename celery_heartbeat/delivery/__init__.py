@@ -1,7 +1,8 @@
-"""Delivery: from a ping handed over by a signal handler to the HTTP request, per process.
+"""Getting pings to the monitoring services: hand-over from pool processes, queueing, delivery.
 
 - `ping.py`: the ping value (monitor, kind, run, event time).
 - `runs.py`: which runs ping at all (coalescing decided when a run starts).
+- `handover.py`: prefork pool processes hand run events to the main process's one sender.
 - `book.py`: pending pings per monitor, in event order, coalesced; pure data.
 - `backoff.py`: when a failing URL or host may be tried again.
 - `transport.py`: HTTP through `requests`, answering the library's own `Response`.
@@ -11,8 +12,3 @@
 - `sender.py`: the per-process sender: dispatcher thread, fork safety, flush and shutdown.
 - `retry.py`: the one retry engine of the synchronous paths (ping task, CLI, sync API client).
 """
-
-from celery_heartbeat.delivery.ping import Ping
-from celery_heartbeat.delivery.sender import BackgroundSender, Sender, SenderConfig
-
-__all__ = ["BackgroundSender", "Ping", "Sender", "SenderConfig"]

@@ -17,9 +17,14 @@ class Ping:
     detail: str | None = None
     #: `time.monotonic()` when the ping was made: its age (late success pings are dropped).
     created: float = field(default_factory=time.monotonic)
-    #: `time.time()` when the event happened (the signal): orders pings from several processes,
-    #: and travels as Cronitor's `stamp`, so a late ping is filed at its event's time.
-    at: float = field(default_factory=time.time)
+    #: `time.time()` when the event happened: travels as Cronitor's `stamp`, so a late ping is filed
+    #: at its event's time. Left out, it is derived from `created` (a ping made from an event handed
+    #: over by another process keeps that event's time).
+    at: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.at < 0:
+            object.__setattr__(self, "at", time.time() - max(0.0, time.monotonic() - self.created))
 
     @property
     def url(self) -> str:

@@ -29,3 +29,9 @@ def test_the_event_time_is_taken_when_the_ping_is_made() -> None:
     before = time.time()
     ping = Ping(Monitor("https://hc-ping.com/abc", "healthchecks"), "success")
     assert before <= ping.at <= time.time()
+
+
+def test_a_ping_made_from_an_earlier_event_keeps_that_events_time() -> None:
+    """Given only the event's monotonic time (an event handed over by a pool process), `at` is derived from it."""
+    ping = Ping(Monitor("https://cronitor.link/p/key/job", "cronitor"), "success", created=time.monotonic() - 30.0)
+    assert abs(time.time() - 30.0 - ping.at) < 1.0
