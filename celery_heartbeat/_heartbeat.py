@@ -17,6 +17,7 @@ from celery_heartbeat._runs import RunBook
 from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
 from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._tasks import register_tasks
+from celery_heartbeat.probe.wiring import ProbeWiring
 
 _ATTR = "_celery_heartbeat"
 
@@ -43,6 +44,7 @@ class Heartbeat:
         )
         self.auto = AutoMonitors(app, settings, self.registry.resolve)
         self.hooks = Hooks(self)
+        self.probes = ProbeWiring(app, settings.probe_dir, settings.probe_port)
 
     def _task_option(self, task_name: str) -> MonitorSpec:
         task = self.app.tasks.get(task_name)
@@ -75,6 +77,7 @@ class Heartbeat:
     def uninstall(self) -> None:
         """Disconnect every hook and flush briefly; the app behaves as if never installed."""
         self.hooks.disconnect()
+        self.probes.disconnect()
         self.sender.close(self.settings.shutdown_timeout)
         if getattr(self.app, _ATTR, None) is self:
             delattr(self.app, _ATTR)
@@ -82,6 +85,7 @@ class Heartbeat:
     def _activate(self) -> None:
         if self.settings.enabled:
             self.hooks.connect()
+            self.probes.connect()
 
 
 def installed(app: Celery) -> Heartbeat | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,9 @@ class Settings:
     grace: float = 300.0
     monitor_prefix: str = ""
     sync_on_beat_start: bool = False
+    # Container probes (celery_heartbeat/probe/): where the state files go, and the worker's HTTP port.
+    probe_dir: str | None = None
+    probe_port: int | None = None
 
 
 _DEFAULTS = Settings()
@@ -92,6 +96,23 @@ def _int(key: str, value: object, *, minimum: int) -> int:
     return number
 
 
+def _path(key: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None  # an unset environment variable
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigurationError(key, value, "expected a directory path")
+    return value
+
+
+def _port(key: str, value: object) -> int:
+    number = _int(key, value, minimum=1)
+    if number > 65535:
+        raise ConfigurationError(key, value, "expected a TCP port 1..65535")
+    return number
+
+
 def parse_urls(value: object, key: str = "heartbeat_urls") -> dict[str, Monitor]:
     if value is None:
         return {}
@@ -131,6 +152,9 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     beat_url = get("beat_url")
     values["beat_url"] = None if beat_url in (None, "") else check_url(PREFIX + "beat_url", beat_url)
     values.update(parse_auto_settings(get))
+    values["probe_dir"] = _path(PREFIX + "probe_dir", get("probe_dir"))
+    port = get("probe_port")
+    values["probe_port"] = None if port in (None, "") else _port(PREFIX + "probe_port", port)
     return Settings(**values)
 
 
