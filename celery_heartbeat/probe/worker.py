@@ -55,6 +55,7 @@ class WorkerRecorder:
         self.loop = "none"
         self.loop_tick: float | None = None
         self.consumer: Any = None
+        self.changed_hook: Callable[[], None] = lambda: None  # the writer's nudge: write a change at once
 
     # -- from the worker's own thread (bootsteps, the loop's timer): single assignments only --
 
@@ -68,11 +69,13 @@ class WorkerRecorder:
         self.connected = True
         if self.phase == "starting":
             self.phase = "running"
+        self.changed_hook()
 
     def on_disconnected(self) -> None:
         if self.connected:
             self.connected = False
             self.changed = time.monotonic()
+            self.changed_hook()
 
     # -- from the writer thread --
 
@@ -160,13 +163,16 @@ class WorkerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         recorder = WorkerRecorder(w.hostname, w.pool)
         path = None if wiring.directory is None else state.worker_path(wiring.directory, w.hostname)
         writer = StateWriter(path, recorder.snapshot)
+        recorder.changed_hook = writer.nudge
         wiring.worker = (recorder, writer)
         writer.start()
         wiring.start_server(writer, worker_verdict)
 
     def stop(self, w: Any) -> None:
         if self.wiring.worker is not None:
-            self.wiring.worker[0].phase = "stopping"  # the pool may still finish tasks: live, not ready
+            recorder, writer = self.wiring.worker
+            recorder.phase = "stopping"  # the pool may still finish tasks: live, not ready
+            writer.nudge()
 
     terminate = stop
 

@@ -29,6 +29,7 @@ class StateWriter(Generic[S]):
         self.latest: S | None = None
         self.pid = os.getpid()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
 
@@ -43,8 +44,16 @@ class StateWriter(Generic[S]):
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.write()
+
+    def nudge(self) -> None:
+        """Write now rather than at the next beat (connected, disconnected): one Event.set, cheap anywhere."""
+        self._wake.set()
 
     def write(self) -> None:
         try:
@@ -65,6 +74,7 @@ class StateWriter(Generic[S]):
         if os.getpid() != self.pid:
             return  # a forked child inherited this object, not the thread
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.interval + 1.0)
         if self.path is not None:
