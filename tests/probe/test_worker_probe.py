@@ -6,6 +6,7 @@ polls it until the expected verdict: no test asserts on how fast the machine is.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
@@ -210,3 +211,21 @@ def test_several_workers_in_one_dir_node_and_files_left_by_killed_workers(
         code, line = home.probe.run("worker", "--node", b)
         assert (0, pb.pid) == (code, home.probe.state(f"worker-{b}.json")["identity"]["pid"]), line
         assert not (home.state / f"worker-{a}.json").exists()  # swept: its process is gone
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent", "eventlet"])
+def test_every_pool_is_live_and_ready_and_stops_cleanly(
+    pool: str, home: Home, redis_url: str, unique_name: str
+) -> None:
+    """The other pools (the writer thread is a greenlet under gevent and eventlet): live, ready, and no
+    file left after a warm shutdown."""
+    if pool in ("gevent", "eventlet") and importlib.util.find_spec(pool) is None:
+        pytest.skip(f"{pool} is not installed")
+    node = f"{unique_name}@probehost"
+    env = dict(home.env, BROKER=redis_url)
+    with celery_worker("probeapp", home.path, env, "-P", pool, "-c", "2", f"--hostname={node}") as (proc, log):
+        line = home.probe.wait(0, "worker", "--ready", timeout=15, contains=f"consuming {unique_name}")
+        assert line.startswith(f"ready: {node}: event loop ran "), line
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [] == list(home.state.iterdir()), log.read_text()
