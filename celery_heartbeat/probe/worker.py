@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from celery import bootsteps
 from celery.worker import state as worker_state
@@ -27,10 +29,28 @@ from celery_heartbeat.probe import state
 from celery_heartbeat.probe.verdict import worker_verdict
 from celery_heartbeat.probe.writer import StateWriter
 
+logger = logging.getLogger("celery_heartbeat")
+
 TICK = 1.0
+F = TypeVar("F", bound=Callable[..., None])
 
 
-class ProbeWiring(Protocol):
+def guarded(method: F) -> F:
+    """A probe problem is logged, never raised into the worker's start or stop (the probe then fails loudly)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            logger.exception(
+                "celery-heartbeat: probe %s failed (the worker runs on; its probes will say so)", method.__name__
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+class WiringView(Protocol):
     """What the bootsteps need from the app's probe wiring (celery_heartbeat.probe.wiring)."""
 
     enabled: bool
@@ -153,11 +173,12 @@ class WorkerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Starts the writer thread and HTTP server once the pool exists; the consumer step reports the rest."""
 
     requires = ("celery.worker.components:Pool",)
-    wiring: ProbeWiring  # set on the per-install subclass
+    wiring: WiringView  # set on the per-install subclass
 
     def include_if(self, w: Any) -> bool:
         return self.wiring.enabled
 
+    @guarded
     def start(self, w: Any) -> None:
         wiring = self.wiring
         recorder = WorkerRecorder(w.hostname, w.pool)
@@ -168,6 +189,7 @@ class WorkerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         writer.start()
         wiring.start_server(writer, worker_verdict)
 
+    @guarded
     def stop(self, w: Any) -> None:
         if self.wiring.worker is not None:
             recorder, writer = self.wiring.worker
@@ -181,7 +203,7 @@ class ConsumerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs after the task consumer started: connected and consuming; a timer on the loop shows progress."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
-    wiring: ProbeWiring
+    wiring: WiringView
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
@@ -190,6 +212,7 @@ class ConsumerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def include_if(self, c: Any) -> bool:
         return self.wiring.enabled
 
+    @guarded
     def start(self, c: Any) -> None:
         if self.wiring.worker is None:
             return
@@ -199,6 +222,7 @@ class ConsumerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if c.timer is not None:
             self._entry = c.timer.call_repeatedly(TICK, recorder.tick)
 
+    @guarded
     def stop(self, c: Any) -> None:
         if self.wiring.worker is not None:
             self.wiring.worker[0].on_disconnected()

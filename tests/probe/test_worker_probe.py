@@ -229,3 +229,16 @@ def test_every_pool_is_live_and_ready_and_stops_cleanly(
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert [] == list(home.state.iterdir()), log.read_text()
+
+
+def test_an_unusable_probe_dir_is_logged_and_the_worker_still_runs(
+    home: Home, redis_url: str, unique_name: str
+) -> None:
+    """A probe directory that cannot be created never stops the worker: it logs why, and the probe fails."""
+    blocker = home.path / "a-file"
+    blocker.write_text("")
+    env = dict(home.env, BROKER=redis_url, PROBE_DIR=str(blocker / "state"))
+    with celery_worker("probeapp", home.path, env, "-P", "solo", f"--hostname={unique_name}@probehost") as (_, log):
+        text = log.read_text()
+        assert "celery-heartbeat: probe start failed (the worker runs on; its probes will say so)" in text
+        assert 2 == home.probe.run("worker")[0]
