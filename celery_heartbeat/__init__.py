@@ -12,12 +12,12 @@ import importlib
 import typing
 
 if typing.TYPE_CHECKING:
-    from celery_heartbeat._beat import install_beat_liveness
     from celery_heartbeat._canvas import heartbeat_signature, with_heartbeat
     from celery_heartbeat._exceptions import ConfigurationError, HeartbeatError
     from celery_heartbeat._heartbeat import Heartbeat, install
-    from celery_heartbeat._monitor import Monitor
     from celery_heartbeat._redact import redact
+    from celery_heartbeat.beat.liveness import install_beat_liveness
+    from celery_heartbeat.config.monitor import Monitor
 
 __all__ = [
     "ConfigurationError",
@@ -35,10 +35,10 @@ _SOURCES = {
     "ConfigurationError": "celery_heartbeat._exceptions",
     "Heartbeat": "celery_heartbeat._heartbeat",
     "HeartbeatError": "celery_heartbeat._exceptions",
-    "Monitor": "celery_heartbeat._monitor",
+    "Monitor": "celery_heartbeat.config.monitor",
     "heartbeat_signature": "celery_heartbeat._canvas",
     "install": "celery_heartbeat._heartbeat",
-    "install_beat_liveness": "celery_heartbeat._beat",
+    "install_beat_liveness": "celery_heartbeat.beat.liveness",
     "redact": "celery_heartbeat._redact",
     "with_heartbeat": "celery_heartbeat._canvas",
 }
