@@ -15,7 +15,7 @@ from .helpers import Probe, wait_until
 
 pytestmark = pytest.mark.slow
 
-MAX_AGE = "3"
+MAX_AGE = "5"  # seconds: the writer writes every 1 s; room for a loaded machine
 
 BEAT_MODULE = """
 import os

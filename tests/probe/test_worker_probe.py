@@ -26,7 +26,7 @@ from .helpers import APP_MODULE, free_port, redis_server, wait_until
 
 pytestmark = pytest.mark.slow
 
-MAX_AGE = "3"
+MAX_AGE = "5"  # seconds: the writer writes every 1 s; room for a loaded machine
 
 
 def _client(broker: str, queue: str) -> Celery:
@@ -131,9 +131,9 @@ def test_solo_task_without_a_time_limit_stays_live(home: Home, redis_url: str, u
 
         def long_running() -> bool:
             facts = home.probe.state(f"worker-{node}.json")
-            return bool(facts["tasks"]) and facts["written"] - facts["tasks"][0]["started"] > 3 * float(MAX_AGE)
+            return bool(facts["tasks"]) and facts["written"] - facts["tasks"][0]["started"] > 2 * float(MAX_AGE)
 
-        wait_until(long_running, 60, "the task never ran for 3 x max-age")
+        wait_until(long_running, 60, "the task never ran for 2 x max-age")
         code, line = home.probe.run("worker", "--max-age", MAX_AGE)
         assert (0, True) == (code, "busy: task probeapp.hold[" in line), line
         release.touch()
@@ -166,7 +166,7 @@ def test_broker_outage_makes_it_not_ready_but_live_throughout(home: Home, unique
             code, body = _get(port, "/readyz")
             assert (503, "not_ready", True, False) == (code, body["status"], body["live"], body["ready"])
             assert 200 == _get(port, "/livez")[0]
-            outage_end = time.monotonic() + 3 * float(MAX_AGE)  # well past max-age: still live
+            outage_end = time.monotonic() + 2 * float(MAX_AGE)  # well past max-age: still live
             while time.monotonic() < outage_end:
                 poll_ready_until(1, 0)
             redis.start()
