@@ -48,7 +48,8 @@ def test_beat_is_live_while_sleeping_until_a_far_off_entry_and_not_when_frozen(
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: (state / "beat.json").exists(), 30, "beat wrote no state")
+        wait_until(lambda: (state / "beat.json").exists() or proc.poll() is not None, 60, "beat wrote no state")
+        assert (state / "beat.json").exists(), log.read_text()
 
         def asleep_past_max_age() -> bool:
             facts = probe.state("beat.json")
