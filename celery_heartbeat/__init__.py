@@ -14,9 +14,8 @@ import typing
 if typing.TYPE_CHECKING:
     from celery_heartbeat._canvas import heartbeat_signature, with_heartbeat
     from celery_heartbeat._exceptions import ConfigurationError, HeartbeatError
-    from celery_heartbeat._heartbeat import Heartbeat, install
+    from celery_heartbeat._heartbeat import Heartbeat, install, install_beat_liveness
     from celery_heartbeat._redact import redact
-    from celery_heartbeat.beat.liveness import install_beat_liveness
     from celery_heartbeat.config.monitor import Monitor
 
 __all__ = [
@@ -38,7 +37,7 @@ _SOURCES = {
     "Monitor": "celery_heartbeat.config.monitor",
     "heartbeat_signature": "celery_heartbeat._canvas",
     "install": "celery_heartbeat._heartbeat",
-    "install_beat_liveness": "celery_heartbeat.beat.liveness",
+    "install_beat_liveness": "celery_heartbeat._heartbeat",
     "redact": "celery_heartbeat._redact",
     "with_heartbeat": "celery_heartbeat._canvas",
 }

@@ -82,7 +82,7 @@ def _load(paths: Sequence[str]) -> tuple[list[state.WorkerState | state.BeatStat
     for path in paths:
         try:
             current = state.read(path)
-        except state.BadState as exc:
+        except state.ProbeStateError as exc:
             notes.append(f"unreadable {exc}")
             continue
         if state.process_gone(current.identity):

@@ -20,6 +20,8 @@ import socket
 import time
 from typing import Any, NamedTuple
 
+from celery_heartbeat._exceptions import ProbeStateError as ProbeStateError  # re-exported for readers
+
 VERSION = 1
 WORKER_PREFIX = "worker-"
 BEAT_FILE = "beat.json"
@@ -77,10 +79,6 @@ class BeatState(NamedTuple):
     phase: str
     tick: float | None  # when the scheduler loop last ran
     next_wake: float | None  # when it means to run next (tick + the interval it chose)
-
-
-class BadState(ValueError):
-    """A state file that cannot be read or does not have the expected shape."""
 
 
 # -- this process --------------------------------------------------------------------------
@@ -186,22 +184,22 @@ def _plain(value: Any) -> Any:
 
 
 def read(path: str) -> WorkerState | BeatState:
-    """Parse one state file; BadState when it is unreadable or of an unknown shape."""
+    """Parse one state file; ProbeStateError when it is unreadable or of an unknown shape."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
-        raise BadState(f"{os.path.basename(path)}: {exc}") from None
+        raise ProbeStateError(f"{os.path.basename(path)}: {exc}") from None
     try:
         if not isinstance(data, dict) or data.get("v") != VERSION:
-            raise BadState(f"{os.path.basename(path)}: not a version {VERSION} state file")
+            raise ProbeStateError(f"{os.path.basename(path)}: not a version {VERSION} state file")
         if data.get("kind") == "worker":
             return _worker(data)
         if data.get("kind") == "beat":
             return _beat(data)
-        raise BadState(f"{os.path.basename(path)}: unknown kind {data.get('kind')!r}")
+        raise ProbeStateError(f"{os.path.basename(path)}: unknown kind {data.get('kind')!r}")
     except (KeyError, TypeError) as exc:
-        raise BadState(f"{os.path.basename(path)}: missing or bad field {exc}") from None
+        raise ProbeStateError(f"{os.path.basename(path)}: missing or bad field {exc}") from None
 
 
 def _identity(data: dict[str, Any]) -> Identity:

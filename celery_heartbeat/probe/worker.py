@@ -53,8 +53,11 @@ def guarded(method: F) -> F:
 class WiringView(Protocol):
     """What the bootsteps need from the app's probe wiring (celery_heartbeat.probe.wiring)."""
 
-    enabled: bool
-    directory: str | None
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def directory(self) -> str | None: ...
+
     worker: tuple[WorkerRecorder, StateWriter[state.WorkerState]] | None
 
     def start_server(self, writer: StateWriter[state.WorkerState], judge: Callable[..., Any]) -> None: ...
@@ -169,6 +172,14 @@ def _running_tasks(now: float) -> list[state.TaskState]:
     return tasks
 
 
+def _enabled(wiring: WiringView) -> bool:
+    try:
+        return wiring.enabled
+    except Exception:  # a bad setting found only now: logged, and the worker runs without probes
+        logger.exception("celery-heartbeat: probes are off: cannot read their settings")
+        return False
+
+
 class WorkerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Starts the writer thread and HTTP server once the pool exists; the consumer step reports the rest."""
 
@@ -176,7 +187,7 @@ class WorkerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     wiring: WiringView  # set on the per-install subclass
 
     def include_if(self, w: Any) -> bool:
-        return self.wiring.enabled
+        return _enabled(self.wiring)
 
     @guarded
     def start(self, w: Any) -> None:
@@ -210,7 +221,7 @@ class ConsumerProbeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self._entry: Any = None
 
     def include_if(self, c: Any) -> bool:
-        return self.wiring.enabled
+        return _enabled(self.wiring)
 
     @guarded
     def start(self, c: Any) -> None:

@@ -87,7 +87,7 @@ def sweep(directory: str) -> None:
     for path in names:
         try:
             gone = state.process_gone(state.read(path).identity)
-        except state.BadState:
+        except state.ProbeStateError:
             continue  # another writer's file being replaced, or not ours: leave it
         if gone:
             state.remove(path)

@@ -54,7 +54,7 @@ def test_a_file_of_another_shape_is_a_bad_state(tmp_path: Path) -> None:
     for name in ("worker-x.json", "worker-y.json"):
         try:
             state.read(str(tmp_path / name))
-        except state.BadState as exc:
+        except state.ProbeStateError as exc:
             assert name in str(exc)
         else:
             raise AssertionError(f"{name} was accepted")

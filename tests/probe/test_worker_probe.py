@@ -242,3 +242,32 @@ def test_an_unusable_probe_dir_is_logged_and_the_worker_still_runs(
         text = log.read_text()
         assert "celery-heartbeat: probe start failed (the worker runs on; its probes will say so)" in text
         assert 2 == home.probe.run("worker")[0]
+
+
+LATE_CONFIG_MODULE = """
+import os
+
+from celery import Celery
+
+import celery_heartbeat
+
+app = Celery("lateapp", broker=os.environ["BROKER"])
+celery_heartbeat.install(app)  # before the configuration, as with config_from_object() after it
+app.conf.task_default_queue = os.environ["QUEUE"]
+app.conf.control_exchange = os.environ["QUEUE"]
+app.conf.heartbeat_probe_dir = os.environ["PROBE_DIR"]
+app.conf.heartbeat_enabled = False  # pings off: the probes stay on
+"""
+
+
+def test_probe_settings_assigned_after_install_work_and_pings_off_keeps_probes_on(
+    home: Home, redis_url: str, unique_name: str
+) -> None:
+    """heartbeat_probe_dir set after install() is read when the worker starts; heartbeat_enabled=False
+    turns pings off, not the probes (a deployment must not start failing its liveness probes)."""
+    (home.path / "lateapp.py").write_text(textwrap.dedent(LATE_CONFIG_MODULE))
+    node = f"{unique_name}@probehost"
+    env = dict(home.env, BROKER=redis_url)
+    with celery_worker("lateapp", home.path, env, "-P", "solo", f"--hostname={node}"):
+        line = home.probe.wait(0, "worker", "--ready", timeout=15, contains=f"consuming {unique_name}")
+        assert line.startswith(f"ready: {node}: "), line
