@@ -98,13 +98,15 @@ def test_the_manifests_probes_pass_against_the_example_worker(
     if not (scripts / "celery-heartbeat-probe").exists():
         pytest.skip("the console script is not installed in this interpreter's environment")
     shutil.copy(KUBERNETES / "proj.py", tmp_path / "proj.py")
+    # The example as is, isolated on the shared broker: its broadcasts reach only this test's worker.
+    (tmp_path / "isolated.py").write_text(f"from proj import app\napp.conf.control_exchange = {unique_name!r}\n")
     port = _free_port()
     env = dict(clean_env, CELERY_BROKER_URL=redis_url, CELERY_QUEUE=unique_name, PYTHONWARNINGS="ignore")
     env["PATH"] = os.pathsep.join([str(scripts), env.get("PATH", "")])  # as in the image: the script on PATH
     env.update(CELERY_HEARTBEAT_PROBE_DIR=str(tmp_path / "probe"), CELERY_HEARTBEAT_PROBE_PORT=str(port))
     exec_probes = [container(load("worker.yaml"))[p]["exec"]["command"] for p in ("livenessProbe", "readinessProbe")]
     http = container(load("worker-http.yaml"))
-    with celery_worker("proj", tmp_path, env, "-P", "solo", f"--hostname={unique_name}@k8s") as (_, log):
+    with celery_worker("isolated", tmp_path, env, "-P", "solo", f"--hostname={unique_name}@k8s") as (_, log):
         for command in exec_probes:
             done = _poll(command, env)
             assert (0, "") == (done.returncode, done.stderr), (command, done.stdout, log.read_text())
