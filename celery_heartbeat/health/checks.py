@@ -15,12 +15,13 @@ down (status ``down``), and never retries a connection inside a probe.
     check_queue(app, "default", threshold=1000).to_json()
     # '{"status":"ok","queue":"default","depth":0,"threshold":1000}'
 
-:func:`check_workers` broadcasts a ``ping`` and returns as soon as
-``min_workers`` workers have answered (so a healthy answer takes
-milliseconds, not the full timeout); only an unhealthy answer waits the
-timeout out. With ``queue=`` it asks ``active_queues`` instead and counts only
-the workers consuming that queue; it still returns as soon as enough of those
-have answered, but has to wait out the timeout when they have not.
+:func:`check_workers` asks workers for their ``active_queues`` and counts
+only those consuming one of this app's own queues (``task_default_queue``
+and ``task_queues``), or ``queue=`` when given: another app's workers that
+share the broker (and its control exchange) are not this app's workers. It
+returns as soon as ``min_workers`` of them have answered (so a healthy
+answer takes milliseconds, not the full timeout); only an unhealthy answer
+waits the timeout out.
 
 :func:`check_queue` reads the queue's depth from the broker through kombu: on
 Redis the priority sub-queues are summed and ``global_keyprefix`` honoured (an
@@ -46,13 +47,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from celery_heartbeat.health.broker import (
-    BrokerDown,
-    Replies,
-    broadcast_until,
-    probe_connection,
-    queue_depth,
-)
+from celery_heartbeat.health.broker import BrokerDown, broadcast_until, probe_connection, queue_depth
+from celery_heartbeat.health.queues import consuming, own_queues
 
 __all__ = ["HealthReport", "HealthStatus", "check_queue", "check_workers"]
 
@@ -107,7 +103,7 @@ def check_workers(
     details: bool = False,
     cache_seconds: float = 1.0,
 ) -> HealthReport:
-    """Check that at least ``min_workers`` workers answer (consuming ``queue`` if given).
+    """Check that at least ``min_workers`` workers consume this app's queues (or ``queue`` if given).
 
     Returns as soon as enough workers have answered, so ``workers`` in the
     body is then at least ``min_workers`` rather than the size of the whole
@@ -152,29 +148,20 @@ def check_queue(
 
 def _check_workers(app: Any, timeout: float, min_workers: int, queue: str | None, details: bool) -> HealthReport:
     deadline = time.monotonic() + timeout
+    wanted = frozenset((queue,)) if queue is not None else own_queues(app)
     try:
         with probe_connection(app, deadline, for_write=True) as conn:
-            if queue is None:
-                replies = broadcast_until(
-                    app,
-                    conn,
-                    "ping",
-                    deadline=deadline,
-                    enough=lambda answered: len(answered) >= min_workers,
-                )
-                names = sorted(replies)
-            else:
-                replies = broadcast_until(
-                    app,
-                    conn,
-                    "active_queues",
-                    deadline=deadline,
-                    enough=lambda answered: len(_consuming(answered, queue)) >= min_workers,
-                )
-                names = _consuming(replies, queue)
+            replies = broadcast_until(
+                app,
+                conn,
+                "active_queues",
+                deadline=deadline,
+                enough=lambda answered: len(consuming(answered, wanted)) >= min_workers,
+            )
     except BrokerDown as exc:
         body: dict[str, Any] = {"queue": queue, "error": str(exc)}
         return HealthReport("down", _without_none(body))
+    names = consuming(replies, wanted)
     status: HealthStatus = "ok"
     if not names:
         status = "no_workers"
@@ -182,16 +169,6 @@ def _check_workers(app: Any, timeout: float, min_workers: int, queue: str | None
         status = "too_few_workers"
     body = {"workers": len(names), "detail": tuple(names) if details else None, "queue": queue}
     return HealthReport(status, _without_none(body))
-
-
-def _consuming(replies: Replies, queue: str) -> list[str]:
-    """Sorted names of the workers whose ``active_queues`` reply includes ``queue``."""
-    names = []
-    for name, reply in replies.items():
-        queues = reply if isinstance(reply, list) else []
-        if any(isinstance(q, Mapping) and q.get("name") == queue for q in queues):
-            names.append(name)
-    return sorted(names)
 
 
 def _check_queue(app: Any, queue: str, threshold: int, timeout: float) -> HealthReport:
