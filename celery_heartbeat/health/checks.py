@@ -47,13 +47,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from celery_heartbeat.health.broker import BrokerDown, broadcast_until, probe_connection, queue_depth
-from celery_heartbeat.health.queues import consuming, own_queues
+from celery_heartbeat.health.broker import BrokerDown, Replies, broadcast_until, probe_connection, queue_depth
+from celery_heartbeat.health.coverage import Coverage, Route, schedule_routes
+from celery_heartbeat.health.queues import consumers_by_queue, consuming, own_queues
 
 __all__ = ["HealthReport", "HealthStatus", "check_queue", "check_workers"]
 
 #: The ``status`` of a :class:`HealthReport`.
-HealthStatus = Literal["ok", "no_workers", "too_few_workers", "backlog", "unknown_queue", "down"]
+HealthStatus = Literal["ok", "no_workers", "too_few_workers", "uncovered", "backlog", "unknown_queue", "down"]
 
 #: The longest queue name accepted (AMQP's limit for a queue name).
 MAX_QUEUE_NAME_LENGTH = 255
@@ -68,7 +69,7 @@ class HealthReport:
 
     ``body`` is read-only (reports may be shared through the result cache);
     its keys, in this order when present: ``status``, ``workers``, ``detail``,
-    ``queue``, ``depth``, ``threshold``, ``error``.
+    ``queue``, ``depth``, ``threshold``, ``uncovered``, ``error``.
     """
 
     status: HealthStatus
@@ -102,6 +103,7 @@ def check_workers(
     queue: str | None = None,
     details: bool = False,
     cache_seconds: float = 1.0,
+    coverage: bool = False,
 ) -> HealthReport:
     """Check that at least ``min_workers`` workers consume this app's queues (or ``queue`` if given).
 
@@ -110,18 +112,24 @@ def check_workers(
     fleet. Statuses: ``ok``, ``no_workers`` (nobody answered within
     ``timeout``), ``too_few_workers``, ``down`` (broker unreachable).
     ``details=True`` adds the answering workers' host names as ``detail``.
+
+    ``coverage=True`` also requires a live consumer for the queue of every
+    beat entry and every monitored task (resolved as Celery routes them);
+    otherwise the status is ``uncovered`` and ``uncovered`` lists each such
+    queue with the entries and tasks sent there. It then waits out the
+    timeout when a queue has no consumer.
     """
     _check_timeout(timeout)
     _check_int("min_workers", min_workers, minimum=1)
     if queue is not None:
         _check_queue_name(queue)
     _check_cache_seconds(cache_seconds)
-    key = ("workers", float(timeout), min_workers, queue, bool(details))
+    key = ("workers", float(timeout), min_workers, queue, bool(details), bool(coverage))
     return _state(app).get(
         key,
         cache_seconds,
         timeout,
-        lambda: _check_workers(app, timeout, min_workers, queue, bool(details)),
+        lambda: _check_workers(app, timeout, min_workers, queue, bool(details), bool(coverage)),
     )
 
 
@@ -146,29 +154,50 @@ def check_queue(
     return _state(app).get(key, cache_seconds, timeout, lambda: _check_queue(app, queue, threshold, timeout))
 
 
-def _check_workers(app: Any, timeout: float, min_workers: int, queue: str | None, details: bool) -> HealthReport:
+def _check_workers(
+    app: Any, timeout: float, min_workers: int, queue: str | None, details: bool, coverage: bool
+) -> HealthReport:
     deadline = time.monotonic() + timeout
     wanted = frozenset((queue,)) if queue is not None else own_queues(app)
+    routes = schedule_routes(app) if coverage else []
+    needed = frozenset(route.queue for route in routes if route.queue is not None)
+
+    def enough(answered: Replies) -> bool:
+        if len(consuming(answered, wanted)) < min_workers:
+            return False
+        return not needed or needed <= frozenset(consumers_by_queue(answered))
+
     try:
         with probe_connection(app, deadline, for_write=True) as conn:
-            replies = broadcast_until(
-                app,
-                conn,
-                "active_queues",
-                deadline=deadline,
-                enough=lambda answered: len(consuming(answered, wanted)) >= min_workers,
-            )
+            replies = broadcast_until(app, conn, "active_queues", deadline=deadline, enough=enough)
     except BrokerDown as exc:
         body: dict[str, Any] = {"queue": queue, "error": str(exc)}
         return HealthReport("down", _without_none(body))
     names = consuming(replies, wanted)
+    gaps = Coverage(tuple(routes), consumers_by_queue(replies), tuple(sorted(replies))).uncovered()
     status: HealthStatus = "ok"
     if not names:
         status = "no_workers"
     elif len(names) < min_workers:
         status = "too_few_workers"
-    body = {"workers": len(names), "detail": tuple(names) if details else None, "queue": queue}
+    elif gaps:
+        status = "uncovered"
+    body = {
+        "workers": len(names),
+        "detail": tuple(names) if details else None,
+        "queue": queue,
+        "uncovered": _uncovered_body(gaps) if gaps else None,
+    }
     return HealthReport(status, _without_none(body))
+
+
+def _uncovered_body(gaps: list[Route]) -> tuple[dict[str, Any], ...]:
+    """``[{"queue": "reports", "entries": ["nightly"], "tasks": ["proj.export"]}, ...]`` by queue."""
+    by_queue: dict[str | None, dict[str, Any]] = {}
+    for route in gaps:
+        item = by_queue.setdefault(route.queue, {"queue": route.queue, "entries": [], "tasks": []})
+        item["entries" if route.kind == "entry" else "tasks"].append(route.name)
+    return tuple(by_queue.values())
 
 
 def _check_queue(app: Any, queue: str, threshold: int, timeout: float) -> HealthReport:

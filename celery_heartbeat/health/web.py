@@ -4,7 +4,7 @@ The adapters in ``celery_heartbeat.contrib`` stay thin: each turns an
 :class:`Answer` into its framework's response. Paths, bodies and status codes
 are the same everywhere::
 
-    GET /health/celery                                -> check_workers(...)
+    GET /health/celery[?coverage=1]                   -> check_workers(...)
     GET /health/celery/queue/{queue_name}?threshold=N -> check_queue(...)
 
 200 when healthy, 503 when not, 400 for bad input (``{"error":"..."}``); JSON is
@@ -47,6 +47,7 @@ class ProbeOptions:
     threshold: int = 1000
     details: bool = False
     cache_seconds: float = 1.0
+    coverage: bool = False
 
     def __post_init__(self) -> None:
         _check_timeout(self.timeout)
@@ -55,6 +56,8 @@ class ProbeOptions:
             _check_queue_name(self.queue)
         _check_int("threshold", self.threshold, minimum=0)
         _check_cache_seconds(self.cache_seconds)
+        if not isinstance(self.coverage, bool):
+            raise ValueError(f"coverage must be True or False, got {self.coverage!r}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,16 @@ class Answer:
         return cls(400, json.dumps({"error": message}, separators=(",", ":")))
 
 
-def workers_answer(app: Any, options: ProbeOptions) -> Answer:
-    """The answer to ``GET /health/celery``."""
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def workers_answer(app: Any, options: ProbeOptions, coverage: str | None = None) -> Answer:
+    """The answer to ``GET /health/celery[?coverage=1]`` (raw query value; default: ``options.coverage``)."""
+    check_coverage = options.coverage
+    if coverage is not None:
+        if coverage.lower() not in _FLAGS:
+            return Answer.bad_request("coverage must be 1 or 0 (true or false)")
+        check_coverage = _FLAGS[coverage.lower()]
     return Answer.of(
         check_workers(
             app,
@@ -83,6 +94,7 @@ def workers_answer(app: Any, options: ProbeOptions) -> Answer:
             queue=options.queue,
             details=options.details,
             cache_seconds=options.cache_seconds,
+            coverage=check_coverage,
         )
     )
 

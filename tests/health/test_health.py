@@ -297,6 +297,57 @@ def test_two_apps_on_one_broker_count_only_their_own_worker(
     assert '{"status":"no_workers","workers":0}' == my_report.to_json()
 
 
+def noop() -> None:
+    """A task body."""
+
+
+def coverage_app(fleet: Fleet, *, gaps: bool) -> Celery:
+    """An app on the pair's exchange: entries on qa (default) and qb; with ``gaps`` an entry and a task elsewhere."""
+    orphan = f"{fleet.name}.orphan"
+    schedule: dict[str, Any] = {
+        "on-default": {"task": f"{fleet.name}.tick", "schedule": 60.0},
+        "on-b": {"task": f"{fleet.name}.tick", "schedule": 60.0, "options": {"queue": fleet.qb}},
+    }
+    routes = {f"{fleet.name}.b": {"queue": fleet.qb}}
+    if gaps:
+        schedule["lost"] = {"task": f"{fleet.name}.tick", "schedule": 60.0, "options": {"queue": orphan}}
+        routes[f"{fleet.name}.export"] = {"queue": orphan}
+    app = make_app(
+        fleet.url,
+        fleet.pair_exchange,
+        task_default_queue=fleet.qa,
+        task_routes=routes,
+        heartbeat_urls={f"{fleet.name}.export": "https://hc-ping.com/e", f"{fleet.name}.b": "https://hc-ping.com/b"},
+        beat_schedule=schedule,
+    )
+    for name in ("export", "b", "tick"):
+        app.task(name=f"{fleet.name}.{name}")(noop)
+    return app
+
+
+def test_coverage_reports_beat_entries_and_monitored_tasks_sent_to_unconsumed_queues(fleet: Fleet) -> None:
+    """coverage=True: entries and mapped tasks routed (by option, task_routes or default) to queues nobody consumes."""
+    app = coverage_app(fleet, gaps=True)
+
+    plain = check_workers(app, min_workers=2, cache_seconds=0)
+    gaps = check_workers(app, min_workers=2, coverage=True, timeout=1.0, cache_seconds=0)
+    covered, elapsed = timed(
+        check_workers, coverage_app(fleet, gaps=False), min_workers=2, coverage=True, timeout=60.0, cache_seconds=0
+    )
+
+    assert '{"status":"ok","workers":2}' == plain.to_json()
+    orphan = f"{fleet.name}.orphan"
+    expected = {
+        "status": "uncovered",
+        "workers": 2,
+        "uncovered": [{"queue": orphan, "entries": ["lost"], "tasks": [f"{fleet.name}.export"]}],
+    }
+    assert expected == json.loads(gaps.to_json())
+    assert 503 == gaps.http_status
+    assert '{"status":"ok","workers":2}' == covered.to_json()
+    assert elapsed < 30.0  # every queue covered: it returns once the answers say so, not after 60 s
+
+
 def test_a_burst_of_probes_shares_one_broadcast(fleet: Fleet) -> None:
     """Sixteen concurrent identical probes get one and the same answer (one broker round trip)."""
     app = fleet.pair_app()
