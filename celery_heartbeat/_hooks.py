@@ -15,6 +15,7 @@ from celery import signals
 from celery.utils.dispatch import Signal
 
 from celery_heartbeat._ping import Ping
+from celery_heartbeat.beat.liveness import disable_leftover_entry, liveness_of
 
 if TYPE_CHECKING:
     from celery_heartbeat._heartbeat import Heartbeat
@@ -188,6 +189,8 @@ class Hooks:
                 from celery_heartbeat.sync.engine import sync_in_background
 
                 sync_in_background(self.hb.app)
+            if getattr(sender, "app", None) is self.hb.app and liveness_of(self.hb.app) is None:
+                disable_leftover_entry(sender.scheduler)  # (django-celery-beat keeps it in its table)
         except Exception:
             self._guard_error("beat_init")
 

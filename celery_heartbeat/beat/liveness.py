@@ -110,11 +110,40 @@ def entry_for(scheduler: Any, liveness: BeatLiveness) -> dict[str, Any]:
     backlog burst after an outage.)
     """
     entry = liveness.entry()
-    if type(scheduler).__module__.startswith("django_celery_beat"):
+    if _is_database_scheduler(scheduler):
         options = {k: v for k, v in entry["options"].items() if k != "expires"}
         options["expire_seconds"] = max(1, math.ceil(liveness.every))
         entry["options"] = options
+        entry["enabled"] = True  # a row disabled while liveness was off must run again
     return entry
+
+
+def _is_database_scheduler(scheduler: Any) -> bool:
+    return type(scheduler).__module__.startswith("django_celery_beat")
+
+
+def disable_leftover_entry(scheduler: Any) -> int:
+    """Beat starts without beat liveness: disable the row a database scheduler kept from an earlier run.
+
+    django-celery-beat keeps the entry in its table after `heartbeat_beat_url`
+    is removed, so beat would go on sending a task no worker is set up to
+    ping for. Saving the row (not a bulk update) tells the scheduler that its
+    schedule changed. Returns the number of rows disabled.
+    """
+    if not _is_database_scheduler(scheduler):
+        return 0
+    disabled = 0
+    for row in scheduler.Model.objects.filter(name=ENTRY_NAME, enabled=True):
+        row.enabled = False
+        row.save()
+        disabled += 1
+    if disabled:
+        logger.info(
+            "celery-heartbeat: beat liveness is off: disabled django-celery-beat's %r periodic task "
+            "left from an earlier run",
+            ENTRY_NAME,
+        )
+    return disabled
 
 
 def _on_beat_init(sender: Any = None, **_: Any) -> None:
