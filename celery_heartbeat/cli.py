@@ -21,14 +21,14 @@ from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._redact import redact
 from celery_heartbeat._tasks import BEAT_TASK, resolve_target, send_now
 from celery_heartbeat.beat.automonitor import plan_entries
-from celery_heartbeat.beat.entries import BeatEntry, read_entries
-from celery_heartbeat.beat.liveness import ENTRY_NAME, BeatLiveness, liveness_of
+from celery_heartbeat.beat.entries import read_entries
+from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.config.registry import Registry, is_glob
 from celery_heartbeat.config.settings import Settings, settings_from_app
 from celery_heartbeat.health.broker import BrokerDown
-from celery_heartbeat.health.coverage import coverage_of, route_entry, route_task
+from celery_heartbeat.health.coverage import coverage_of, schedule_routes
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -235,17 +235,13 @@ def check(ctx: click.Context, strict: bool, consumers: bool, timeout: float) -> 
     else:
         click.echo("\nEvery periodic task has a monitor.")
     if consumers:
-        code = max(code, _check_consumers(app, view, [name for name, _ in with_monitor], timeout))
+        code = max(code, _check_consumers(app, timeout))
     sys.exit(code)
 
 
-def _check_consumers(app: Celery, view: _View, monitored: list[str], timeout: float) -> int:
+def _check_consumers(app: Celery, timeout: float) -> int:
     """Print each beat entry and monitored task whose queue no live worker consumes; the exit code."""
-    routes = [route_entry(app, entry) for entry in read_entries(app).entries]
-    liveness = liveness_of(app)
-    if liveness is not None:
-        routes.append(route_entry(app, _liveness_entry(app, liveness)))
-    routes += [route_task(app, name) for name in monitored]
+    routes = schedule_routes(app)
     try:
         coverage = coverage_of(app, routes, timeout=timeout)
     except BrokerDown as exc:
@@ -267,11 +263,6 @@ def _check_consumers(app: Celery, view: _View, monitored: list[str], timeout: fl
     for route in gaps:
         click.echo(f"  {route.label()} -> {route.queue or '?'}")
     return 1
-
-
-def _liveness_entry(app: Celery, liveness: BeatLiveness) -> BeatEntry:
-    entry = liveness.entry()
-    return BeatEntry(ENTRY_NAME, BEAT_TASK, (), {}, entry["schedule"], app.timezone, options=entry["options"])
 
 
 def _find_monitor(view: _View, target: str) -> Monitor | None:

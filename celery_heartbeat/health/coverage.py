@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._tasks import BEAT_TASK
 from celery_heartbeat.beat.entries import INTERNAL_PREFIXES, BeatEntry, read_entries
+from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
 from celery_heartbeat.config.monitor import MonitorSpec
 from celery_heartbeat.config.registry import Registry
 from celery_heartbeat.config.settings import settings_from_app
@@ -136,6 +138,11 @@ def monitored_tasks(app: Any) -> list[str]:
 
 
 def schedule_routes(app: Any) -> list[Route]:
-    """Where every beat entry (as the configured scheduler has them) and every monitored task is sent."""
-    routes = [route_entry(app, entry) for entry in read_entries(app).entries]
+    """Where every beat entry (as the configured scheduler has them, beat liveness too) and monitored task goes."""
+    entries = list(read_entries(app).entries)
+    liveness = liveness_of(app)
+    if liveness is not None:  # re-applied when beat starts, whatever beat_schedule says now
+        spec = liveness.entry()
+        entries.append(BeatEntry(ENTRY_NAME, BEAT_TASK, (), {}, spec["schedule"], None, options=spec["options"]))
+    routes = [route_entry(app, entry) for entry in entries]
     return routes + [route_task(app, name) for name in monitored_tasks(app)]
