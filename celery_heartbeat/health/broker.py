@@ -1,6 +1,7 @@
 """Broker access for the health probes: bounded connections, early-exit broadcasts, depth.
 
-Everything here runs against a deadline (a ``time.monotonic()`` value):
+Everything here runs against a deadline (a ``time.monotonic()`` value), set
+after :func:`load_transport` has done the one-time imports:
 
 - :func:`probe_connection` opens a *fresh* connection (never the app's pool, so
   a probe cannot wait for a pooled connection) with every socket timeout set
@@ -53,6 +54,21 @@ def remaining(deadline: float) -> float:
 def _error_types(conn: Any) -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (OSError, KombuError, socket.timeout)
     return errors + tuple(conn.connection_errors) + tuple(conn.channel_errors)
+
+
+def load_transport(app: Any, *, for_write: bool) -> None:
+    """Import the broker's transport and its client library now, before a probe's deadline starts.
+
+    A one-time cost (kombu's Redis transport imports ``redis``: up to a second
+    on a loaded machine) that, counted against a probe's timeout, made a fresh
+    process (the CLI, a web app's first probe) report live workers as missing.
+    Creating a transport object connects nothing.
+    """
+    conn = (app.connection_for_write if for_write else app.connection_for_read)()
+    try:
+        conn.transport  # noqa: B018 - resolves, imports and instantiates the transport class
+    finally:
+        conn.release()
 
 
 @contextlib.contextmanager

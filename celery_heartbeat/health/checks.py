@@ -47,7 +47,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from celery_heartbeat.health.broker import BrokerDown, Replies, broadcast_until, probe_connection, queue_depth
+from celery_heartbeat.health.broker import (
+    BrokerDown,
+    Replies,
+    broadcast_until,
+    load_transport,
+    probe_connection,
+    queue_depth,
+)
 from celery_heartbeat.health.coverage import Coverage, Route, schedule_routes
 from celery_heartbeat.health.queues import consumers_by_queue, consuming, own_queues
 
@@ -157,9 +164,10 @@ def check_queue(
 def _check_workers(
     app: Any, timeout: float, min_workers: int, queue: str | None, details: bool, coverage: bool
 ) -> HealthReport:
-    deadline = time.monotonic() + timeout
     wanted = frozenset((queue,)) if queue is not None else own_queues(app)
     routes = schedule_routes(app) if coverage else []
+    load_transport(app, for_write=True)
+    deadline = time.monotonic() + timeout
     needed = frozenset(route.queue for route in routes if route.queue is not None)
 
     def enough(answered: Replies) -> bool:
@@ -201,6 +209,7 @@ def _uncovered_body(gaps: list[Route]) -> tuple[dict[str, Any], ...]:
 
 
 def _check_queue(app: Any, queue: str, threshold: int, timeout: float) -> HealthReport:
+    load_transport(app, for_write=False)
     deadline = time.monotonic() + timeout
     try:
         with probe_connection(app, deadline, for_write=False) as conn:

@@ -22,7 +22,7 @@ from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
 from celery_heartbeat.config.monitor import MonitorSpec
 from celery_heartbeat.config.registry import Registry
 from celery_heartbeat.config.settings import settings_from_app
-from celery_heartbeat.health.broker import Replies, broadcast_until, probe_connection
+from celery_heartbeat.health.broker import Replies, broadcast_until, load_transport, probe_connection
 from celery_heartbeat.health.queues import consumers_by_queue
 
 __all__ = ["Coverage", "Route", "coverage_of", "route_entry", "route_task", "schedule_routes"]
@@ -109,6 +109,7 @@ def coverage_of(app: Any, routes: Iterable[Route], *, timeout: float = 3.0) -> C
     """
     routes = tuple(routes)
     needed = frozenset(route.queue for route in routes if route.queue is not None)
+    load_transport(app, for_write=True)
     deadline = time.monotonic() + timeout
 
     def enough(replies: Replies) -> bool:

@@ -348,6 +348,41 @@ def test_coverage_reports_beat_entries_and_monitored_tasks_sent_to_unconsumed_qu
     assert elapsed < 30.0  # every queue covered: it returns once the answers say so, not after 60 s
 
 
+SLOW_TRANSPORT = """
+import time
+
+from kombu.transport import redis
+
+time.sleep(1.5)  # a client library that is slow to import (a loaded machine, a cold disk)
+
+
+class Transport(redis.Transport):
+    pass
+"""
+
+
+@pytest.mark.parametrize("fleet", ["redis"], indirect=True)
+def test_a_transport_slow_to_import_does_not_eat_the_probes_timeout(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process imports the broker's client library on its first probe: that is not broker time.
+
+    Under load, importing kombu's Redis transport took up to a second here, and a CLI probe with
+    --timeout 1 then reported live workers as no_workers.
+    """
+    from kombu.transport import TRANSPORT_ALIASES
+
+    module = f"hb_slow_transport_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(SLOW_TRANSPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(TRANSPORT_ALIASES, "slowredis", f"{module}:Transport")
+    app = make_app(fleet.url.replace("redis://", "slowredis://"), fleet.pair_exchange, task_default_queue=fleet.qa)
+
+    report = check_workers(app, min_workers=2, timeout=1.0, cache_seconds=0)
+
+    assert '{"status":"ok","workers":2}' == report.to_json()
+
+
 def test_a_burst_of_probes_shares_one_broadcast(fleet: Fleet) -> None:
     """Sixteen concurrent identical probes get one and the same answer (one broker round trip)."""
     app = fleet.pair_app()
