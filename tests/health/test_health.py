@@ -23,6 +23,7 @@ from conftest import RABBITMQ_HOST, RABBITMQ_PORT, REDIS_HOST, REDIS_PORT, requi
 from kombu import Queue
 
 from celery_heartbeat.health import HealthReport, check_queue, check_workers
+from celery_heartbeat.health.broker import load_transport
 
 WORKER_MODULE = """
 import os
@@ -572,6 +573,7 @@ DOWN_URLS = {"redis": "redis://127.0.0.1:{port}/0", "rabbitmq": "amqp://guest:gu
 def test_broker_on_a_closed_port_is_down_within_the_timeout(kind: str, unique_name: str) -> None:
     """Connection refused: both checks answer down (503) within timeout + 1 s, with no retries."""
     app = make_app(DOWN_URLS[kind].format(port=closed_port()), unique_name)
+    load_transport(app, for_write=True)  # the client library's one-time import is not broker time
 
     workers, workers_elapsed = timed(check_workers, app, timeout=1.0, cache_seconds=0)
     queue, queue_elapsed = timed(check_queue, app, "default", timeout=1.0, cache_seconds=0)
@@ -589,6 +591,7 @@ def test_broker_on_a_closed_port_is_down_within_the_timeout(kind: str, unique_na
 def test_broker_that_never_answers_is_down_within_the_timeout(kind: str, unique_name: str, silent_port: int) -> None:
     """A port that accepts connections but never speaks: down within timeout + 1 s, never a hang."""
     app = make_app(DOWN_URLS[kind].format(port=silent_port), unique_name)
+    load_transport(app, for_write=True)  # the client library's one-time import is not broker time
 
     workers, workers_elapsed = timed(check_workers, app, timeout=0.5, cache_seconds=0)
     queue, queue_elapsed = timed(check_queue, app, "default", timeout=0.5, cache_seconds=0)
