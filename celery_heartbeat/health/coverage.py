@@ -15,13 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from celery_heartbeat._heartbeat import installed
-from celery_heartbeat._tasks import BEAT_TASK
-from celery_heartbeat.beat.entries import INTERNAL_PREFIXES, BeatEntry, read_entries
+from celery_heartbeat._state import registry_of
+from celery_heartbeat.beat.entries import BeatEntry, read_entries
 from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
-from celery_heartbeat.config.monitor import MonitorSpec
-from celery_heartbeat.config.registry import Registry
-from celery_heartbeat.config.settings import settings_from_app
+from celery_heartbeat.config.names import BEAT_TASK, is_internal
 from celery_heartbeat.health.broker import Replies, broadcast_until, load_transport, probe_connection
 from celery_heartbeat.health.queues import consumers_by_queue
 
@@ -104,7 +101,7 @@ def route_task(app: Any, task_name: str) -> Route:
 def coverage_of(app: Any, routes: Iterable[Route], *, timeout: float = 3.0) -> Coverage:
     """Ask the live workers which queues they consume; stop early once every route's queue is covered.
 
-    Raises :class:`~celery_heartbeat.health.broker.BrokerDown` when the broker
+    Raises :class:`~celery_heartbeat._exceptions.BrokerDown` when the broker
     cannot be reached within ``timeout``.
     """
     routes = tuple(routes)
@@ -124,18 +121,8 @@ def coverage_of(app: Any, routes: Iterable[Route], *, timeout: float = 3.0) -> C
 
 def monitored_tasks(app: Any) -> list[str]:
     """The app's registered tasks that have a monitor (explicit, task option or glob), sorted."""
-    handle = installed(app)
-    if handle is not None:
-        registry = handle.registry
-    else:
-
-        def task_option(name: str) -> MonitorSpec:
-            option: MonitorSpec = getattr(app.tasks.get(name), "heartbeat", None)
-            return option
-
-        registry = Registry(settings_from_app(app.conf, {}).urls, task_option)
-    names = sorted(name for name in app.tasks if not name.startswith(INTERNAL_PREFIXES))
-    return [name for name in names if registry.resolve(name) is not None]
+    registry = registry_of(app)
+    return [name for name in sorted(app.tasks) if not is_internal(name) and registry.resolve(name) is not None]
 
 
 def schedule_routes(app: Any) -> list[Route]:

@@ -17,16 +17,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from celery_heartbeat.health.checks import (
-    MAX_QUEUE_NAME_LENGTH,
-    HealthReport,
-    _check_cache_seconds,
-    _check_int,
-    _check_queue_name,
-    _check_timeout,
-    check_queue,
-    check_workers,
-)
+from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat.config import checks
+from celery_heartbeat.config.checks import MAX_QUEUE_NAME_LENGTH
+from celery_heartbeat.health.checks import HealthReport, check_options, check_queue, check_workers
 
 WORKERS_PATH = "/health/celery"
 QUEUE_PATH = "/health/celery/queue/{queue_name}"
@@ -50,14 +44,18 @@ class ProbeOptions:
     coverage: bool = False
 
     def __post_init__(self) -> None:
-        _check_timeout(self.timeout)
-        _check_int("min_workers", self.min_workers, minimum=1)
-        if self.queue is not None:
-            _check_queue_name(self.queue)
-        _check_int("threshold", self.threshold, minimum=0)
-        _check_cache_seconds(self.cache_seconds)
-        if not isinstance(self.coverage, bool):
-            raise ValueError(f"coverage must be True or False, got {self.coverage!r}")
+        timeout, min_workers, threshold, cache_seconds = check_options(
+            timeout=self.timeout,
+            min_workers=self.min_workers,
+            queue=self.queue,
+            threshold=self.threshold,
+            cache_seconds=self.cache_seconds,
+        )
+        object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "min_workers", min_workers)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "cache_seconds", cache_seconds)
+        object.__setattr__(self, "coverage", checks.boolean("coverage", self.coverage))
 
 
 @dataclass(frozen=True)
@@ -76,16 +74,14 @@ class Answer:
         return cls(400, json.dumps({"error": message}, separators=(",", ":")))
 
 
-_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
 def workers_answer(app: Any, options: ProbeOptions, coverage: str | None = None) -> Answer:
     """The answer to ``GET /health/celery[?coverage=1]`` (raw query value; default: ``options.coverage``)."""
     check_coverage = options.coverage
     if coverage is not None:
-        if coverage.lower() not in _FLAGS:
-            return Answer.bad_request("coverage must be 1 or 0 (true or false)")
-        check_coverage = _FLAGS[coverage.lower()]
+        try:
+            check_coverage = checks.boolean("coverage", coverage)
+        except ConfigurationError:
+            return Answer.bad_request("coverage must be a boolean: 1/0, true/false, yes/no or on/off")
     return Answer.of(
         check_workers(
             app,

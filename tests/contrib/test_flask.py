@@ -141,4 +141,5 @@ def test_coverage_query_reports_a_beat_entry_whose_queue_has_no_consumer(live: L
     bad = client_for(app).get("/health/celery?coverage=maybe")
 
     assert (503, body) == (by_query.status_code, by_query.get_data(as_text=True))
-    assert (400, '{"error":"coverage must be 1 or 0 (true or false)"}') == (bad.status_code, bad.get_data(as_text=True))
+    expected = '{"error":"coverage must be a boolean: 1/0, true/false, yes/no or on/off"}'
+    assert (400, expected) == (bad.status_code, bad.get_data(as_text=True))
