@@ -115,7 +115,11 @@ def on_beat_start(state: AppState, sender: Any) -> None:
     try:
         liveness = state.liveness
         if liveness is None:
-            disable_leftover_entry(sender.scheduler)  # (django-celery-beat keeps it in its table)
+            # Only a scheduler beat has built (it has by beat_init): building one here would create
+            # a schedule file in the working directory.
+            scheduler = vars(sender).get("scheduler")
+            if scheduler is not None:
+                disable_leftover_entry(scheduler)  # (django-celery-beat keeps it in its table)
             return
         if _apply_to_conf(state, liveness):
             logger.warning(
