@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,7 +59,9 @@ class Heartbeat:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is pending, waiting at most `timeout` seconds; True when nothing is left."""
-        return self._wiring.delivery.flush(timeout)
+        end = time.monotonic() + timeout
+        drained = self._hooks.drain(timeout)  # main process: what pool processes handed over first
+        return self._wiring.delivery.flush(max(0.0, end - time.monotonic())) and drained
 
     def stats(self) -> dict[str, int]:
         """This process's counters: sent, failed, rejected, retried, coalesced, dropped, pending."""
@@ -69,6 +72,7 @@ class Heartbeat:
         state = self._state
         if state.liveness is not None:
             beat_liveness.disable(state)
+        self._hooks.close_handover(self.settings.shutdown_timeout)
         self._wiring.delivery.close(self.settings.shutdown_timeout)
         if peek(state.app) is state:
             forget(state.app)
