@@ -5,6 +5,7 @@ HeartbeatError
 ├── UnsupportedSchedule   (also a ValueError: a beat schedule no monitor can express; sync skips it)
 ├── ProviderError         (a monitoring provider's management API call failed; safe to print)
 ├── BrokerDown            (a health probe could not reach the broker within its deadline)
+├── ProbeStateError       (a container probe's state file is unreadable or of an unknown shape)
 └── TransportError        (internal: no HTTP answer came; never reaches a task)
 
 Delivery problems never raise: a monitoring endpoint's trouble is logged and
@@ -60,3 +61,7 @@ class ProviderError(HeartbeatError):
 
 class BrokerDown(HeartbeatError):
     """The broker could not be reached, or failed, within the probe's deadline."""
+
+
+class ProbeStateError(HeartbeatError):
+    """A probe state file cannot be read or does not have the expected shape; the message names the file."""

@@ -28,6 +28,7 @@ from celery_heartbeat.config.liveness import BeatLiveness
 from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
 from celery_heartbeat.config.registry import Registry, check_name
 from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.probe.wiring import ProbeWiring
 
 logger = logging.getLogger("celery_heartbeat")
 
@@ -72,6 +73,9 @@ class Heartbeat:
         state = self._state
         if state.liveness is not None:
             beat_liveness.disable(state)
+        if isinstance(state.probes, ProbeWiring):
+            state.probes.disconnect()
+            state.probes = None
         self._hooks.close_handover(self.settings.shutdown_timeout)
         self._wiring.delivery.close(self.settings.shutdown_timeout)
         if peek(state.app) is state:
@@ -88,6 +92,9 @@ class Heartbeat:
 
     def _activate(self) -> None:
         self._hooks.connect_lifecycle()
+        probes = ProbeWiring(self._state)  # inert until a worker or beat starts with probe settings
+        self._state.probes = probes
+        probes.connect()
         self._apply_enabled()
 
     def _apply_enabled(self) -> None:

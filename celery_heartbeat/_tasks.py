@@ -156,8 +156,11 @@ def beat_liveness_task(self: Task) -> None:
         liveness = state.liveness if state is not None else None
         if liveness is None:
             logger.error(
-                "celery-heartbeat: beat-liveness task received, but this worker's app has no "
-                "install_beat_liveness() / heartbeat_beat_url: configure it where workers import the app"
+                "celery-heartbeat: beat-liveness task received, but this worker's app has no beat liveness "
+                "(heartbeat_beat_url / install_beat_liveness()). If you turned it off, beat still has the "
+                "'celery-heartbeat-beat-liveness' entry: with django-celery-beat, restart beat once (it then "
+                "disables that periodic task) or disable it in the admin; with another persistent scheduler, "
+                "delete the entry from its store. If you want it on, configure it where the workers import the app."
             )
             return
         # -- duplicate beats (beat/duplicates.py): the beat that sent this message found others.

@@ -1,11 +1,13 @@
 """JSON over HTTP for provider management APIs: bounded time, a few retries, secrets never shown.
 
 Errors name the method, the redacted URL, the status and the start of the
-body, with every credential scrubbed out, so they can be printed and logged.
+body (URLs in it redacted, every credential scrubbed out), or for network
+errors the ping path's safe wording, so they can be printed and logged.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +15,10 @@ from celery_heartbeat._exceptions import ProviderError
 from celery_heartbeat._redact import redact
 from celery_heartbeat.delivery.retry import RetryPolicy, call
 from celery_heartbeat.delivery.transport import RequestsTransport, Response
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+#: A UUID is a Healthchecks check's ping credential, wherever it appears (error bodies echo paths).
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 
 class ApiClient:
@@ -44,6 +50,7 @@ class ApiClient:
         self._transport.close()
 
     def scrub(self, text: str) -> str:
+        """Cut every configured secret (API keys, ping keys) out of ``text``."""
         for secret in self._secrets:
             text = text.replace(secret, secret[:4] + "…")
         return text
@@ -77,6 +84,12 @@ class ApiClient:
                 return response.json()
             except ValueError:
                 raise ProviderError(f"{shown}: HTTP {response.status} answered with non-JSON") from None
-        detail = self.scrub(response.text.strip().replace("\n", " "))[:200]
+        detail = self.scrub(redact_urls(response.text.strip().replace("\n", " ")))[:200]
         hint = " (is the API key right, and read-write?)" if response.status in (401, 403) else ""
         raise ProviderError(f"{shown}: HTTP {response.status}{hint}: {detail}")
+
+
+def redact_urls(text: str) -> str:
+    """Redact every URL in free text (a response body), then cut any remaining UUID to 4 characters."""
+    text = _URL.sub(lambda match: redact(match.group(0)), text)
+    return _UUID.sub(lambda match: match.group(0)[:4] + "…", text)
