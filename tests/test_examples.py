@@ -91,6 +91,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_django_example_answers_queue_health(clean_env: dict[str, str], redis_url: str, unique_name: str) -> None:
     """The Django example serves queue health through its urls.py and maps its task from settings."""
     project = EXAMPLES / "django_project"

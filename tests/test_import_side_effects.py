@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test runs a fresh interpreter
+
 SCRIPT = r"""
 import json, socket, threading
 

@@ -195,6 +195,7 @@ def silent_port() -> Iterator[int]:
 # -- workers -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_live_worker_is_ok(fleet: Fleet) -> None:
     """A single live worker answers the ping: ok, 200, and with details its host name."""
     report = check_workers(fleet.solo_app(), details=True, cache_seconds=0)
@@ -203,6 +204,7 @@ def test_one_live_worker_is_ok(fleet: Fleet) -> None:
     assert (True, "ok", 200) == (report.ok, report.status, report.http_status)
 
 
+@pytest.mark.slow
 def test_two_live_workers_answer_without_waiting_out_the_timeout(fleet: Fleet) -> None:
     """With min_workers=2 and two live workers the answer comes in well under a second, not after 3 s."""
     report, elapsed = timed(check_workers, fleet.pair_app(), min_workers=2, timeout=3.0, cache_seconds=0)
@@ -211,6 +213,7 @@ def test_two_live_workers_answer_without_waiting_out_the_timeout(fleet: Fleet) -
     assert elapsed < 1.0
 
 
+@pytest.mark.slow
 def test_fewer_live_workers_than_required_is_too_few_workers(fleet: Fleet) -> None:
     """Two live workers when three are required: too_few_workers (503) after the timeout, not later."""
     report, elapsed = timed(check_workers, fleet.pair_app(), min_workers=3, timeout=1.0, cache_seconds=0)
@@ -220,6 +223,7 @@ def test_fewer_live_workers_than_required_is_too_few_workers(fleet: Fleet) -> No
     assert 1.0 <= elapsed < 2.0
 
 
+@pytest.mark.slow
 def test_no_live_worker_is_no_workers_within_the_timeout(fleet: Fleet) -> None:
     """A control exchange no worker listens on: no_workers (503) within timeout + 1 s."""
     app = make_app(fleet.url, f"{fleet.name}nobody")
@@ -231,6 +235,7 @@ def test_no_live_worker_is_no_workers_within_the_timeout(fleet: Fleet) -> None:
     assert 0.5 <= elapsed < 1.5
 
 
+@pytest.mark.slow
 def test_queue_counts_only_the_workers_consuming_it(fleet: Fleet) -> None:
     """queue= counts the workers whose active queues include it: both for qa, only p1 for qb."""
     app = fleet.pair_app()
@@ -251,6 +256,7 @@ def test_queue_counts_only_the_workers_consuming_it(fleet: Fleet) -> None:
     assert f'{{"status":"too_few_workers","workers":1,"queue":"{fleet.qb}"}}' == too_few.to_json()
 
 
+@pytest.mark.slow
 def test_queue_no_worker_consumes_is_no_workers_while_workers_are_alive(fleet: Fleet) -> None:
     """Workers answer pings, but none consumes the queue: no_workers, the 'no workers registered' case."""
     app = fleet.pair_app()
@@ -262,6 +268,7 @@ def test_queue_no_worker_consumes_is_no_workers_while_workers_are_alive(fleet: F
     assert f'{{"status":"no_workers","workers":0,"queue":"{queue}"}}' == report.to_json()
 
 
+@pytest.mark.slow
 def test_without_a_queue_only_workers_of_this_apps_queues_count(fleet: Fleet) -> None:
     """Workers on the same broker and control exchange that consume none of this app's queues are not its workers."""
     other = make_app(fleet.url, fleet.pair_exchange, task_default_queue=f"{fleet.name}.other")
@@ -326,6 +333,7 @@ def coverage_app(fleet: Fleet, *, gaps: bool) -> Celery:
     return app
 
 
+@pytest.mark.slow
 def test_coverage_reports_beat_entries_and_monitored_tasks_sent_to_unconsumed_queues(fleet: Fleet) -> None:
     """coverage=True: entries and mapped tasks routed (by option, task_routes or default) to queues nobody consumes."""
     app = coverage_app(fleet, gaps=True)
@@ -362,6 +370,7 @@ class Transport(redis.Transport):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fleet", ["redis"], indirect=True)
 def test_a_transport_slow_to_import_does_not_eat_the_probes_timeout(
     fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -384,6 +393,7 @@ def test_a_transport_slow_to_import_does_not_eat_the_probes_timeout(
     assert '{"status":"ok","workers":2}' == report.to_json()
 
 
+@pytest.mark.slow
 def test_a_burst_of_probes_shares_one_broadcast(fleet: Fleet) -> None:
     """Sixteen concurrent identical probes get one and the same answer (one broker round trip)."""
     app = fleet.pair_app()
@@ -406,6 +416,7 @@ def test_a_burst_of_probes_shares_one_broadcast(fleet: Fleet) -> None:
     assert '{"status":"ok","workers":2}' == reports[0].to_json()
 
 
+@pytest.mark.slow
 def test_cached_answer_expires_and_zero_disables_the_cache(fleet: Fleet) -> None:
     """An answer is reused within cache_seconds, asked afresh after it, and never with cache_seconds=0."""
     app = fleet.pair_app()
@@ -429,6 +440,7 @@ def keys_without_expiry(client: Any, exchange: str) -> list[str]:
     return sorted(key for key in keys if key != binding and client.pttl(key) == -1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fleet", ["redis"], indirect=True)
 def test_probes_leave_no_reply_queue_behind_without_an_expiry_on_redis(fleet: Fleet) -> None:
     """Probes that stop early (the second worker's reply comes late) and probes that time out leave no key forever.
@@ -447,6 +459,7 @@ def test_probes_leave_no_reply_queue_behind_without_an_expiry_on_redis(fleet: Fl
     client.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fleet", ["redis"], indirect=True)
 def test_a_reply_pushed_after_the_probe_ended_expires_on_redis(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """The race made certain: a worker pushes its reply (kombu's LPUSH) after the probe returned; the key expires."""

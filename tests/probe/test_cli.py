@@ -86,6 +86,7 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
+@pytest.mark.slow
 def test_the_probe_imports_neither_celery_nor_kombu(tmp_path: Path) -> None:
     """Run as a container runs it, the probe loads no Celery, kombu, billiard or broker client."""
     write(tmp_path, "celery@a")
@@ -100,6 +101,7 @@ def test_the_probe_imports_neither_celery_nor_kombu(tmp_path: Path) -> None:
     assert (0, set()) == (timed.returncode, {m for m in imported if m.split(".")[0] in ("celery", "kombu")})
 
 
+@pytest.mark.slow
 def test_the_console_script_is_installed(tmp_path: Path) -> None:
     """`celery-heartbeat-probe` is the same command."""
     script = Path(sys.executable).with_name("celery-heartbeat-probe")

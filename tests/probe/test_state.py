@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from celery_heartbeat.probe import state
 from celery_heartbeat.probe.state import BeatState, PoolState, TaskState, WorkerState
 from celery_heartbeat.probe.writer import StateWriter, sweep
@@ -60,6 +62,7 @@ def test_a_file_of_another_shape_is_a_bad_state(tmp_path: Path) -> None:
             raise AssertionError(f"{name} was accepted")
 
 
+@pytest.mark.slow
 def test_this_process_is_not_gone_a_dead_pid_and_a_reused_pid_are() -> None:
     """A dead pid is gone; a live pid whose start time differs (reused in a new container) is gone too."""
     me = state.identity()
@@ -71,6 +74,7 @@ def test_this_process_is_not_gone_a_dead_pid_and_a_reused_pid_are() -> None:
     assert False is state.process_gone(dead_identity()._replace(hostname="another-host"))  # pids mean nothing there
 
 
+@pytest.mark.slow
 def test_writer_sweeps_files_of_gone_processes_and_removes_its_own_on_close(tmp_path: Path) -> None:
     """A new writer removes leftovers of dead processes only; closing removes its own file."""
     leftover = tmp_path / "worker-old.json"
