@@ -6,13 +6,14 @@ each test installs its own mapping, which replaces the previous one.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from celery import Celery
+from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 
 import celery_heartbeat
@@ -271,9 +272,23 @@ def test_installing_twice_never_doubles_a_ping(story: Story) -> None:
 def test_uninstall_stops_pings(story: Story) -> None:
     """After uninstall() the app behaves as if the library had never been installed."""
     story.install({"proj.mapped": story.rx.url("gone")}).uninstall()
-    story.run("mapped")
-    time.sleep(0.2)
-    assert [] == story.rx.pings
+    finished = threading.Event()
+
+    def on_postrun(**_: Any) -> None:
+        finished.set()
+
+    signals.task_postrun.connect(on_postrun, sender=story.tasks["mapped"], weak=False)
+    try:
+        story.run("mapped")
+        assert finished.wait(10)  # every signal of the run (task_success included) has fired
+    finally:
+        signals.task_postrun.disconnect(on_postrun, sender=story.tasks["mapped"])
+    # Barrier: a sentinel run through the same worker and sender, queued after anything the run could have queued.
+    sentinel = story.install({"proj.unmapped": story.rx.url("sentinel")})
+    story.run("unmapped")
+    story.rx.wait_for(1, name="sentinel")
+    settle(sentinel)
+    assert ["GET /sentinel"] == targets(story.rx.pings)
 
 
 def test_a_hanging_endpoint_never_fails_or_slows_the_task(story: Story) -> None:

@@ -95,17 +95,22 @@ def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..
 def test_an_expired_liveness_message_sends_nothing_not_even_a_failure_ping(make_app: Callable[..., Celery]) -> None:
     """A backlog message that expired is revoked without a liveness ping, and is no failure for the hooks."""
     app = make_app()
+
+    @app.task(name="proj.sentinel")
+    def sentinel() -> None: ...
+
     with PingReceiver() as rx:
-        celery_heartbeat.install(app, urls={BEAT_TASK: {"url": rx.url("hooks"), "provider": "healthchecks"}})
+        urls = {BEAT_TASK: {"url": rx.url("hooks"), "provider": "healthchecks"}, sentinel.name: rx.url("sentinel")}
+        celery_heartbeat.install(app, urls=urls)
         install_beat_liveness(app, rx.url("alive"), every=60)
         with start_worker(app, pool="solo", perform_ping_check=False):
             app.send_task(BEAT_TASK, expires=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5))
             app.send_task(BEAT_TASK)
-            rx.wait_for(1, name="alive")
+            # Barrier: the solo worker runs its queue in order, so once the sentinel's ping is out, both are done.
+            sentinel.delay()
+            rx.wait_for(1, name="sentinel")
             handle = installed(app)
             assert handle is not None and handle.flush(5.0)
-            rx.wait_for(1, name="hooks")
-            time.sleep(0.3)
         assert 1 == len(rx.pings_for("alive"))
         assert ["/hooks"] == [p.path for p in rx.pings_for("hooks")]  # success of the fresh one, no /fail
 
@@ -127,6 +132,11 @@ app.conf.beat_schedule = {{"hourly": {{"task": "{name}.noop", "schedule": 3600.0
 @app.task(name="{name}.noop")
 def noop():
     return None
+
+
+@app.task(name="{name}.sentinel", heartbeat="{sentinel}")
+def sentinel():
+    return None
 """
 
 
@@ -147,7 +157,7 @@ def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies
     """Real beat + worker with every=1: one ping a second, no burst from the backlog, silence after beat stops."""
     with PingReceiver() as rx:
         module = f"beatapp_{unique_name}"
-        source = APP_MODULE.format(name=unique_name, broker=redis_url, url=rx.url("beat"))
+        source = APP_MODULE.format(name=unique_name, broker=redis_url, url=rx.url("beat"), sentinel=rx.url("sentinel"))
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
         celery = [sys.executable, "-m", "celery", "-A", module]
@@ -163,7 +173,12 @@ def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies
             rx.wait_for(5, name="beat", timeout=45)
             _stop(beat)
             stopped = time.time()
-            time.sleep(3.0)
+            # Barrier: a sentinel through the same queue and worker, behind every message beat sent.
+            sentinel = Celery(unique_name, broker=redis_url, set_as_current=False)
+            sentinel.conf.task_default_queue = unique_name
+            sentinel.send_task(f"{unique_name}.sentinel")
+            sentinel.close()
+            rx.wait_for(1, name="sentinel", timeout=30)
         finally:
             for proc in (beat, worker):
                 if proc is not None:

@@ -283,9 +283,11 @@ def test_a_long_retry_after_backs_the_url_off_without_holding_other_monitors(
     sender = make_sender(backoff_max=60.0)
     sender.submit(Ping(hc(rx.url("limited")), "success"))
     rx.wait_for(1, name="limited")
+    wait_until(lambda: sender.stats()["failed"] >= 1)  # the 429 is settled: its backoff is decided
+    # Barrier: another monitor's ping, submitted after; an early retry of "limited" would be handed out with it.
     sender.submit(Ping(hc(rx.url("other")), "success"))
     rx.wait_for(1, name="other", timeout=2)
-    time.sleep(0.3)
+    wait_until(lambda: sender.stats()["sent"] >= 1)  # and its answer is settled
     assert 1 == len(rx.pings_for("limited"))
     assert (1, 1) == (sender.stats()["sent"], sender.stats()["pending"])
 
