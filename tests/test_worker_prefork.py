@@ -39,12 +39,18 @@ app.conf.heartbeat_urls = {
     "story.slow": {"url": rx + "/slow", "provider": "healthchecks"},
     "story.long": {"url": rx + "/long", "provider": "healthchecks", "start": True},
     "story.typo_in_name": rx + "/typo",
+    "story.sentinel": rx + "/sentinel",
 }
 
 
 @app.task(name="story.ok")
 def ok(x):
     return x + 1
+
+
+@app.task(name="story.sentinel")
+def sentinel():
+    return None
 
 
 @app.task(name="story.fail")
@@ -85,6 +91,15 @@ def prefork_worker(
         client.close()
 
 
+def barrier(client: Celery, rx: PingReceiver) -> None:
+    """A sentinel run through the same queue, worker, hand-over channel and sender as the runs before it.
+
+    Once its ping arrived, every event queued before it (a child's or the parent's) has been decided and sent.
+    """
+    client.send_task("story.sentinel")
+    rx.wait_for(1, name="sentinel", timeout=20)
+
+
 def test_prefork_worker_sends_success_and_failure_pings(
     prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver
 ) -> None:
@@ -104,7 +119,7 @@ def test_prefork_worker_sends_success_and_failure_pings(
         failure.body,
         failure.query["rid"],
     )
-    time.sleep(0.3)
+    barrier(client, rx)
     assert 3 == len(rx.pings_for("ok"))
     assert 3 == len(ok_ids)
     assert 1 == len(rx.pings_for("fail"))
@@ -118,7 +133,7 @@ def test_hard_time_limit_sends_one_failure_ping_from_the_parent(
     task_id = client.send_task("story.slow").id
     (failure,) = heartbeat_receiver.wait_for(1, name="slow", timeout=20)
     assert ("/slow/fail", b"TimeLimitExceeded", task_id) == (failure.path, failure.body, failure.query["rid"])
-    time.sleep(1.0)
+    barrier(client, heartbeat_receiver)
     assert 1 == len(heartbeat_receiver.pings_for("slow"))
 
 
