@@ -1,4 +1,4 @@
-"""Shared fixtures: real brokers, reachable or skipped (failed under CI)."""
+"""Shared fixtures: real brokers (reachable or skipped; failed under CI), isolated names and apps, test senders."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import Celery
+from support import free_port as _free_port
+
+if TYPE_CHECKING:
+    from celery_heartbeat.delivery.sender import BackgroundSender
 
 pytest_plugins = ("celery.contrib.pytest", "celery_heartbeat.testing")
 
@@ -59,6 +63,12 @@ def real_broker_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A local port nothing listens on (connections are refused) until the test binds it."""
+    return _free_port()
+
+
+@pytest.fixture
 def unique_name() -> str:
     """A name no other test (or concurrent test run) uses: isolates queues and broadcasts.
 
@@ -97,3 +107,32 @@ def make_app() -> Iterator[Callable[..., Celery]]:
         handle = installed(app)
         if handle is not None:
             handle.uninstall()
+
+
+@pytest.fixture
+def make_sender() -> Iterator[Callable[..., BackgroundSender]]:
+    """Senders with test-sized timeouts (0.5 s per attempt, short backoffs), closed after the test.
+
+    A transport factory, when given, replaces HTTP (a fake endpoint).
+    """
+    from celery_heartbeat.delivery.sender import BackgroundSender, SenderConfig
+
+    senders: list[BackgroundSender] = []
+
+    def make(
+        transport_factory: Any = None,
+        *,
+        timeout: float = 0.5,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 0.5,
+        **config: Any,
+    ) -> BackgroundSender:
+        config.update(timeout=timeout, backoff_initial=backoff_initial, backoff_max=backoff_max)
+        args = () if transport_factory is None else (transport_factory,)
+        sender = BackgroundSender(SenderConfig(**config), *args)
+        senders.append(sender)
+        return sender
+
+    yield make
+    for sender in senders:
+        sender.close()

@@ -9,7 +9,6 @@ Healthchecks check UUID. Each case also checks that it took the path it names
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from support import free_port
 
 from celery_heartbeat.sync import sync_monitors
 from celery_heartbeat.testing import PingReceiver
@@ -74,13 +74,6 @@ def cleanup(*args):
 """
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @dataclass
 class Cli:
     module: str
@@ -105,7 +98,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     require_broker("Redis", REDIS_HOST, REDIS_PORT)
     home = tmp_path_factory.mktemp("secrets")
     name = f"s{os.urandom(5).hex()}"
-    closed = closed_port()
+    closed = free_port()
     with PingReceiver() as rx:
         rx.respond(500, name=f"broken-{TOKEN}")
         broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{os.environ.get('PYTEST_REDIS_DB', '1')}"
@@ -189,7 +182,7 @@ def _wrong_key(name: str, secrets: list[str]) -> tuple[Celery, str]:
 
 def _url_with_token_refused(name: str, secrets: list[str]) -> tuple[Celery, str]:
     secrets.append(TOKEN)
-    return sync_app(name, f"http://127.0.0.1:{closed_port()}/{TOKEN}", "key-0123456789", ENTRY), "connection refused"
+    return sync_app(name, f"http://127.0.0.1:{free_port()}/{TOKEN}", "key-0123456789", ENTRY), "connection refused"
 
 
 def _echoed_in_body(name: str, secrets: list[str]) -> tuple[Celery, str]:

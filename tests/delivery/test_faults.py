@@ -10,7 +10,6 @@ bounded, and deliver once the endpoint recovers.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,20 +20,12 @@ from typing import Any, Callable
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from support import wait_until
 
 import celery_heartbeat
 from celery_heartbeat.testing import PingReceiver
 
 SECRET = "6e1fbf8f-cd5c-4a9c-b3b2-secret"
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A local port nothing listens on (connections are refused) until a test binds it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- through a real worker ------------------------------------------------------------------
@@ -147,13 +138,6 @@ def worker() -> Iterator[Worker]:
     with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
         run_batch(add)  # warm up
         yield Worker(app, add, slow, baseline=min(run_batch(add)[1] for _ in range(2)))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 FAULTS = ["refused", "http_500", "429_retry_after", "hang", "latency_2s", "reset", "unresolvable", "tls_to_plain_http"]

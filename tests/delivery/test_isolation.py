@@ -5,44 +5,19 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Callable
 
-import pytest
+from support import wait_until
 
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.providers import WireRequest
 from celery_heartbeat.delivery.ping import Ping
-from celery_heartbeat.delivery.sender import BackgroundSender, SenderConfig
+from celery_heartbeat.delivery.sender import BackgroundSender
 from celery_heartbeat.delivery.transport import Response
 from celery_heartbeat.testing import PingReceiver
 
 MakeSender = Callable[..., BackgroundSender]
-
-
-@pytest.fixture
-def make_sender() -> Iterator[MakeSender]:
-    senders: list[BackgroundSender] = []
-
-    def make(transport_factory: Any = None, **config: Any) -> BackgroundSender:
-        config.setdefault("backoff_initial", 0.05)
-        config.setdefault("backoff_max", 0.5)
-        args = () if transport_factory is None else (transport_factory,)
-        sender = BackgroundSender(SenderConfig(**config), *args)
-        senders.append(sender)
-        return sender
-
-    yield make
-    for sender in senders:
-        sender.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 class Gate:
@@ -96,7 +71,7 @@ def test_deliveries_run_concurrently_up_to_the_bound_one_per_monitor(make_sender
     """30 monitors (two pings each) on one host: 8 requests in flight at once, never two for one monitor;
     the threads go away when idle."""
     gate = Gate()
-    sender = make_sender(gate.transport, concurrency=8, slow_after=60.0, idle_exit=0.5)
+    sender = make_sender(gate.transport, timeout=5.0, concurrency=8, slow_after=60.0, idle_exit=0.5)
     sender.submit(Ping(monitor(0), "success"))
     wait_until(lambda: 1 == sender.stats()["sent"])
     for i in range(1, 31):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import socket
 import time
 
 import pytest
@@ -16,15 +15,6 @@ from celery_heartbeat.testing import PingReceiver
 
 SECRET = "6e1fbf8f-cd5c-4a9c-b3b2-secret"
 POLICY = RetryPolicy(timeout=0.5, max_attempts=2, backoff_initial=0.05)
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A local port nothing listens on (connections are refused) until a test binds it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def get(url: str, policy: RetryPolicy = POLICY, **kwargs: object) -> tuple[Result, int, str | None, float]:

@@ -6,56 +6,24 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 from celery import Celery
+from support import wait_until
 
 import celery_heartbeat
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.ping import Ping
-from celery_heartbeat.delivery.sender import THREAD_NAME, BackgroundSender, SenderConfig
+from celery_heartbeat.delivery.sender import THREAD_NAME, BackgroundSender
 from celery_heartbeat.testing import Ping as Received
 from celery_heartbeat.testing import PingReceiver
 
 MakeSender = Callable[..., BackgroundSender]
-
-
-@pytest.fixture
-def make_sender() -> Iterator[MakeSender]:
-    """Senders with test-sized timeouts (0.5 s per attempt, short backoffs), closed after the test."""
-    senders: list[BackgroundSender] = []
-
-    def make(
-        *,
-        timeout: float = 0.5,
-        backoff_initial: float = 0.05,
-        backoff_max: float = 0.5,
-        **config: Any,
-    ) -> BackgroundSender:
-        config.update(timeout=timeout, backoff_initial=backoff_initial, backoff_max=backoff_max)
-        sender = BackgroundSender(SenderConfig(**config))
-        senders.append(sender)
-        return sender
-
-    yield make
-    for sender in senders:
-        sender.close()
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A local port nothing listens on (connections are refused) until a test binds it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def hc(url: str) -> Monitor:
@@ -81,13 +49,6 @@ def rid(char: str) -> str:
 def accounted(stats: dict[str, int]) -> int:
     """Every submitted ping ends up exactly once in one of these (a failed delivery is kept: pending)."""
     return sum(stats[key] for key in ("coalesced", "pending", "sent", "rejected", "dropped"))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_nothing_starts_before_the_first_ping(make_sender: MakeSender, heartbeat_receiver: PingReceiver) -> None:

@@ -21,6 +21,7 @@ import pytest
 from celery import Celery
 from conftest import RABBITMQ_HOST, RABBITMQ_PORT, REDIS_HOST, REDIS_PORT, require_broker
 from kombu import Queue
+from support import free_port
 
 from celery_heartbeat.health import HealthReport, check_queue, check_workers
 from celery_heartbeat.health.broker import load_transport
@@ -173,14 +174,6 @@ def timed(func: Any, *args: Any, **kwargs: Any) -> tuple[HealthReport, float]:
     started = time.monotonic()
     report = func(*args, **kwargs)
     return report, time.monotonic() - started
-
-
-def closed_port() -> int:
-    """A local TCP port nobody listens on (connecting is refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -585,7 +578,7 @@ DOWN_URLS = {"redis": "redis://127.0.0.1:{port}/0", "rabbitmq": "amqp://guest:gu
 @pytest.mark.parametrize("kind", sorted(DOWN_URLS))
 def test_broker_on_a_closed_port_is_down_within_the_timeout(kind: str, unique_name: str) -> None:
     """Connection refused: both checks answer down (503) within timeout + 1 s, with no retries."""
-    app = make_app(DOWN_URLS[kind].format(port=closed_port()), unique_name)
+    app = make_app(DOWN_URLS[kind].format(port=free_port()), unique_name)
     load_transport(app, for_write=True)  # the client library's one-time import is not broker time
 
     workers, workers_elapsed = timed(check_workers, app, timeout=1.0, cache_seconds=0)
@@ -648,7 +641,7 @@ def test_report_body_is_compact_json_read_only_and_led_by_status() -> None:
 )
 def test_invalid_arguments_raise_value_error_naming_them(call: Any, message: str) -> None:
     """Bad arguments fail fast with a ConfigurationError (a ValueError) that names the argument and the value."""
-    app = make_app(f"redis://127.0.0.1:{closed_port()}/0", "invalid")
+    app = make_app(f"redis://127.0.0.1:{free_port()}/0", "invalid")
 
     with pytest.raises(ValueError) as raised:
         call(app)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import free_port, wait_until
 
 APP_MODULE = """
 import os
@@ -39,13 +40,6 @@ def hold(release, seconds=60.0):
 
 celery_heartbeat.install(app, probe_dir=os.environ.get("PROBE_DIR"), probe_port=os.environ.get("PROBE_PORT"))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Probe:
@@ -76,13 +70,6 @@ class Probe:
     def state(self, name: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.directory / name).read_text())
         return data
-
-
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 class RedisServer:

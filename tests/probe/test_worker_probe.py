@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from support import free_port, wait_until
 from worker_process import celery_worker
 
 from .conftest import Home
-from .helpers import APP_MODULE, free_port, redis_server, wait_until
+from .helpers import APP_MODULE, redis_server
 
 pytestmark = pytest.mark.slow
 
