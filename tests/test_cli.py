@@ -141,11 +141,7 @@ def test_health_exits_0_when_workers_answer_and_1_when_not(project: Project, uni
     """`health` is a probe: 1 with no worker or too few, 0 (and JSON on request) once workers and queue are fine."""
     nobody = project.celery("health", "--timeout", "1")
     assert (1, "no_workers workers=0") == (nobody.returncode, nobody.stdout.strip())
-    cmd = [sys.executable, "-m", "celery", "-A", project.module, "worker", "-P", "solo", "--without-gossip"]
-    cmd += ["--without-mingle", "-Q", unique_name, "-l", "warning"]
-    log = (project.cwd / "worker.log").open("wb")
-    worker = subprocess.Popen(cmd, cwd=project.cwd, env=project.env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with celery_worker(project.module, project.cwd, project.env, "-P", "solo", "-Q", unique_name):
         deadline = time.monotonic() + 30
         healthy = project.celery("health", "--json")
         while healthy.returncode != 0 and time.monotonic() < deadline:
@@ -162,14 +158,6 @@ def test_health_exits_0_when_workers_answer_and_1_when_not(project: Project, uni
         ]
         too_few = project.celery("health", "--min-workers", "2", "--timeout", "1")
         assert (1, "too_few_workers workers=1") == (too_few.returncode, too_few.stdout.strip())
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=5)
-        log.close()
 
 
 def test_check_without_an_app_exits_2_saying_so(tmp_path: Path, clean_env: dict[str, str]) -> None:

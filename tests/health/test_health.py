@@ -6,8 +6,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,6 +20,7 @@ from celery import Celery
 from conftest import RABBITMQ_HOST, RABBITMQ_PORT, REDIS_HOST, REDIS_PORT, require_broker
 from kombu import Queue
 from support import free_port
+from worker_process import WorkerProcess, spawn_worker
 
 from celery_heartbeat.health import HealthReport, check_queue, check_workers
 from celery_heartbeat.health.broker import load_transport
@@ -81,7 +80,7 @@ class Fleet:
 
     url: str
     name: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def solo_exchange(self) -> str:
@@ -114,42 +113,42 @@ def start_fleet(url: str, workdir: Path) -> Fleet:
     """Start three worker processes at once and wait until Celery's own ping sees them all."""
     fleet = Fleet(url=url, name=f"t{uuid.uuid4().hex[:10]}")
     (workdir / "hb_health_proj.py").write_text(WORKER_MODULE)
-    env = dict(os.environ, HB_APP_NAME=fleet.name, HB_BROKER_URL=url, PYTHONPATH=str(workdir))
+    env = dict(os.environ, HB_APP_NAME=fleet.name, HB_BROKER_URL=url)
     workers = [
         (f"solo@{fleet.name}", fleet.solo_exchange, fleet.qs),
         (f"p1@{fleet.name}", fleet.pair_exchange, f"{fleet.qa},{fleet.qb}"),
         (f"p2@{fleet.name}", fleet.pair_exchange, fleet.qa),
     ]
-    for hostname, exchange, queues in workers:
-        log = open(workdir / f"{hostname}.log", "wb")  # noqa: SIM115 - closed with the process
-        command = [sys.executable, "-m", "celery", "-A", "hb_health_proj", "worker", "-P", "solo"]
-        command += ["-n", hostname, "-Q", queues, "-l", "info"]
-        command += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
-        fleet.procs.append(
-            subprocess.Popen(command, env=dict(env, HB_CONTROL_EXCHANGE=exchange), stdout=log, stderr=log, cwd=workdir)
-        )
-        log.close()
-    deadline = time.monotonic() + 60
-    logs = [workdir / f"{hostname}.log" for hostname, _, _ in workers]
-    while time.monotonic() < deadline and not all(b" ready." in log.read_bytes() for log in logs):
-        time.sleep(0.1)
-    # Then until they answer. (Not through app.control.ping: on Redis it misses replies
-    # every other call when short-lived apps reuse a reply queue name.)
-    while time.monotonic() < deadline:
-        solo = check_workers(fleet.solo_app(), timeout=0.5, cache_seconds=0)
-        pair = check_workers(fleet.pair_app(), min_workers=2, timeout=0.5, cache_seconds=0)
-        if solo.ok and pair.ok:
-            return fleet
+    try:
+        for hostname, exchange, queues in workers:
+            args = ("-P", "solo", "-n", hostname, "-Q", queues, "--without-heartbeat")
+            log = workdir / f"{hostname}.log"
+            fleet.procs.append(
+                spawn_worker("hb_health_proj", workdir, dict(env, HB_CONTROL_EXCHANGE=exchange), *args, log=log)
+            )
+        for worker in fleet.procs:
+            worker.wait_ready(60)
+        # Then until they answer. (Not through app.control.ping: on Redis it misses replies
+        # every other call when short-lived apps reuse a reply queue name.)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            solo = check_workers(fleet.solo_app(), timeout=0.5, cache_seconds=0)
+            pair = check_workers(fleet.pair_app(), min_workers=2, timeout=0.5, cache_seconds=0)
+            if solo.ok and pair.ok:
+                return fleet
+    except BaseException:
+        stop_fleet(fleet)
+        raise
     stop_fleet(fleet)
-    tails = "\n".join(log.read_text(errors="replace")[-2000:] for log in logs)
+    tails = "\n".join(worker.log.read_text(errors="replace")[-2000:] for worker in fleet.procs)
     pytest.fail(f"workers did not answer within 60 s:\n{tails}")
 
 
 def stop_fleet(fleet: Fleet) -> None:
-    for proc in fleet.procs:
-        proc.kill()
-    for proc in fleet.procs:
-        proc.wait(timeout=30)
+    for worker in fleet.procs:
+        worker.proc.kill()
+    for worker in fleet.procs:
+        worker.proc.wait(timeout=30)
     delete_broker_entities(fleet.url, fleet.name, [fleet.qa, fleet.qb, fleet.qs])
 
 
