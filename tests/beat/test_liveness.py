@@ -16,6 +16,7 @@ import pytest
 from celery import Celery, signals
 from celery.beat import Service
 from celery.contrib.testing.worker import start_worker
+from worker_process import WorkerProcess, spawn_worker
 
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, install_beat_liveness
@@ -160,16 +161,26 @@ def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies
         source = APP_MODULE.format(name=unique_name, broker=redis_url, url=rx.url("beat"), sentinel=rx.url("sentinel"))
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
-        celery = [sys.executable, "-m", "celery", "-A", module]
-        beat_cmd = [*celery, "beat", "-s", str(tmp_path / "schedule"), "-l", "info"]
-        worker_cmd = [*celery, "worker", "-P", "solo", "--without-gossip", "--without-mingle", "-l", "info"]
-        beat_log, worker_log = (tmp_path / "beat.log").open("wb"), (tmp_path / "worker.log").open("wb")
-        beat = worker = None
+        beat_cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            module,
+            "beat",
+            "-s",
+            str(tmp_path / "schedule"),
+            "-l",
+            "info",
+        ]
+        beat_log = (tmp_path / "beat.log").open("wb")
+        beat: subprocess.Popen[bytes] | None = None
+        worker: WorkerProcess | None = None
         try:
             # Beat first: the messages it sends while no worker runs expire instead of bursting later.
             beat = subprocess.Popen(beat_cmd, cwd=tmp_path, env=env, stdout=beat_log, stderr=subprocess.STDOUT)
             time.sleep(3.0)
-            worker = subprocess.Popen(worker_cmd, cwd=tmp_path, env=env, stdout=worker_log, stderr=subprocess.STDOUT)
+            worker = spawn_worker(module, tmp_path, env, "-P", "solo")
             rx.wait_for(5, name="beat", timeout=45)
             _stop(beat)
             stopped = time.time()
@@ -180,11 +191,11 @@ def test_beat_and_worker_subprocesses_ping_every_period_and_stop_after_beat_dies
             sentinel.close()
             rx.wait_for(1, name="sentinel", timeout=30)
         finally:
-            for proc in (beat, worker):
-                if proc is not None:
-                    _stop(proc)
+            if beat is not None:
+                _stop(beat)
+            if worker is not None:
+                worker.stop()
             beat_log.close()
-            worker_log.close()
             _drop_queue(redis_url, unique_name)
         times = [p.time for p in rx.pings_for("beat")]
         gaps = [later - earlier for earlier, later in zip(times, times[1:])]
