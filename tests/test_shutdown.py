@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+import celery_heartbeat
 from celery_heartbeat.testing import PingReceiver
 
 pytestmark = pytest.mark.slow
@@ -97,10 +99,53 @@ class Worker:
         return time.monotonic() - started
 
 
-def our_tracebacks(log: str) -> list[str]:
-    """Tracebacks in a worker log that involve celery-heartbeat (Celery logs its own for time limits)."""
+PACKAGE_DIR = Path(celery_heartbeat.__file__).resolve().parent
+
+
+def our_tracebacks(log: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """Tracebacks in a worker log that involve celery-heartbeat (Celery logs its own for time limits).
+
+    A traceback is ours when one of its frames is a file of the package, or it ends in one of the
+    package's exceptions. Never a match on the name alone: a checkout named `celery-heartbeat`
+    puts that name into every frame of its virtualenv, Celery's included.
+    """
+    frame = re.compile(r'^\s*File "' + re.escape(str(package_dir)) + r"[/\\]", re.MULTILINE)
+    raised = re.compile(r"^celery_heartbeat\.[\w.]+(?::|$)", re.MULTILINE)
     blocks = [block.split("\n[", 1)[0] for block in log.split("Traceback (most recent call last):")[1:]]
-    return [block for block in blocks if "celery_heartbeat" in block or "celery-heartbeat" in block]
+    return [block for block in blocks if frame.search(block) or raised.search(block)]
+
+
+CHECKOUT = Path("/home/dev/celery-heartbeat")  # what `git clone` names the directory
+TIME_LIMIT_LOG = f"""[2026-12-02 08:00:01,000: ERROR/MainProcess] Hard time limit (1s) exceeded for hb.stuck[1f0c]
+[2026-12-02 08:00:01,001: ERROR/MainProcess] Task handler raised error: TimeLimitExceeded(1)
+Traceback (most recent call last):
+  File "{CHECKOUT}/.venv/lib/python3.12/site-packages/billiard/pool.py", line 684, in on_hard_timeout
+    raise TimeLimitExceeded(job._timeout)
+billiard.einfo.ExceptionWithTraceback:
+[2026-12-02 08:00:02,000: INFO/MainProcess] Task hb.add[2a1b] succeeded in 0.01s: 2
+"""
+
+
+def _our_traceback(package_dir: Path) -> str:
+    return f"""[2026-12-02 08:00:03,000: ERROR/ForkPoolWorker-1] celery-heartbeat: error in task_success
+Traceback (most recent call last):
+  File "{package_dir}/_hooks.py", line 97, in on_success
+    monitor = self.hb.monitor_for_run(sender.name, request.args, request.kwargs)
+KeyError: 'x'
+[2026-12-02 08:00:03,001: INFO/MainProcess] Task hb.add[3c2d] succeeded in 0.01s: 3
+"""
+
+
+def test_traceback_filter_ignores_a_virtualenv_inside_a_checkout_named_celery_heartbeat() -> None:
+    """Celery's own traceback from a venv under `celery-heartbeat/` is not ours; one through the package is."""
+    package_dir = CHECKOUT / "celery_heartbeat"
+    ours = _our_traceback(package_dir)
+    raised = 'Traceback (most recent call last):\n  File "x.py", line 1\nceleryheartbeat\n'
+    raised += "celery_heartbeat._exceptions.ConfigurationError: heartbeat_urls\n[2026: INFO] done\n"
+    assert [] == our_tracebacks(TIME_LIMIT_LOG, package_dir)
+    assert 1 == len(our_tracebacks(TIME_LIMIT_LOG + ours, package_dir))
+    assert 1 == len(our_tracebacks(raised, package_dir))
+    assert 1 == len(our_tracebacks(_our_traceback(PACKAGE_DIR)))  # the default: this test run's package
 
 
 @pytest.fixture
