@@ -19,8 +19,8 @@ from celery.backends.base import DisabledBackend
 from celery.canvas import Signature, _chain, chord, group, maybe_signature
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import MonitorSpec, parse_monitor
 from celery_heartbeat._tasks import PING_TASK, Target, check_kind, check_target
+from celery_heartbeat.config.monitor import MonitorSpec, parse_monitor
 
 
 def _app(app: Celery | None) -> Celery:

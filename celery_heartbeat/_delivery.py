@@ -28,8 +28,8 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from celery_heartbeat._providers import WireRequest
 from celery_heartbeat._transport import Transport
+from celery_heartbeat.config.providers import WireRequest
 
 
 class Result(enum.Enum):

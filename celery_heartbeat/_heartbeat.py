@@ -7,16 +7,16 @@ from typing import Any
 
 from celery import Celery
 
-from celery_heartbeat._automonitor import AutoMonitors
-from celery_heartbeat._beat import install_beat_liveness
 from celery_heartbeat._delivery import DeliveryPolicy
 from celery_heartbeat._hooks import Hooks
-from celery_heartbeat._monitor import Monitor, MonitorSpec
-from celery_heartbeat._registry import Registry
 from celery_heartbeat._runs import RunBook
 from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
-from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._tasks import register_tasks
+from celery_heartbeat.beat.automonitor import AutoMonitors
+from celery_heartbeat.beat.liveness import install_beat_liveness
+from celery_heartbeat.config.monitor import Monitor, MonitorSpec
+from celery_heartbeat.config.registry import Registry
+from celery_heartbeat.config.settings import Settings, settings_from_app
 
 _ATTR = "_celery_heartbeat"
 

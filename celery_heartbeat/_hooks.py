@@ -185,7 +185,7 @@ class Hooks:
         # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
         try:
             if self.hb.settings.sync_on_beat_start and getattr(sender, "app", None) is self.hb.app:
-                from celery_heartbeat.sync import sync_in_background
+                from celery_heartbeat.sync.engine import sync_in_background
 
                 sync_in_background(self.hb.app)
         except Exception:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from time import monotonic
 
-from celery_heartbeat._monitor import Monitor
-from celery_heartbeat._providers import Kind, WireRequest, build_request
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import Kind, WireRequest, build_request
 
 
 @dataclass(frozen=True)

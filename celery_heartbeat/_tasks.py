@@ -18,13 +18,13 @@ from celery.canvas import _chain, maybe_signature
 
 from celery_heartbeat._delivery import DeliveryPolicy, Outcome, deliver
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import Monitor, parse_monitor
 from celery_heartbeat._ping import Ping
-from celery_heartbeat._providers import Kind, WireRequest
 from celery_heartbeat._redact import redact
-from celery_heartbeat._registry import is_glob
-from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._transport import RequestsTransport
+from celery_heartbeat.config.monitor import Monitor, parse_monitor
+from celery_heartbeat.config.providers import Kind, WireRequest
+from celery_heartbeat.config.registry import is_glob
+from celery_heartbeat.config.settings import Settings, settings_from_app
 
 logger = logging.getLogger("celery_heartbeat")
 
@@ -191,7 +191,7 @@ def _ping_now(self: Task, target: Target, kind: str) -> None:
 
 def beat_liveness_task(self: Task) -> None:
     """Ping the beat-liveness monitor: beat sent this message, the broker kept it, a worker ran it."""
-    from celery_heartbeat._beat import liveness_of
+    from celery_heartbeat.beat.liveness import liveness_of
 
     try:
         settings = current_settings(self.app)

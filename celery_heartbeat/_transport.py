@@ -6,7 +6,7 @@ from typing import Protocol
 
 import requests
 
-from celery_heartbeat._providers import WireRequest
+from celery_heartbeat.config.providers import WireRequest
 
 USER_AGENT = "celery-heartbeat"
 

@@ -17,16 +17,16 @@ import click
 from celery import Celery
 from celery.bin.base import CeleryCommand, handle_preload_options
 
-from celery_heartbeat._automonitor import plan_entries
-from celery_heartbeat._beat import ENTRY_NAME, liveness_of
-from celery_heartbeat._beat_entries import read_entries
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import Monitor
-from celery_heartbeat._providers import Kind
 from celery_heartbeat._redact import redact
-from celery_heartbeat._registry import Registry, is_glob
-from celery_heartbeat._settings import Settings, settings_from_app
 from celery_heartbeat._tasks import BEAT_TASK, resolve_target, send_now
+from celery_heartbeat.beat.automonitor import plan_entries
+from celery_heartbeat.beat.entries import read_entries
+from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import Kind
+from celery_heartbeat.config.registry import Registry, is_glob
+from celery_heartbeat.config.settings import Settings, settings_from_app
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -275,7 +275,7 @@ def health(
 
 def _add_subcommands() -> None:
     """Subcommands that live in their own modules (`heartbeat sync`: monitors as code)."""
-    from celery_heartbeat._cli_sync import sync
+    from celery_heartbeat.sync.command import sync
 
     heartbeat.add_command(sync)
 

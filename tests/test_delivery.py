@@ -26,8 +26,8 @@ from celery.contrib.testing.worker import start_worker
 
 import celery_heartbeat
 from celery_heartbeat._delivery import DeliveryPolicy, Result, deliver
-from celery_heartbeat._providers import WireRequest
 from celery_heartbeat._transport import RequestsTransport
+from celery_heartbeat.config.providers import WireRequest
 from celery_heartbeat.testing import PingReceiver
 
 SECRET = "6e1fbf8f-cd5c-4a9c-b3b2-secret"

@@ -27,7 +27,7 @@ import pytest
 from celery import Celery, _state
 from celery.contrib.testing.worker import start_worker
 from conftest import REDIS_HOST, REDIS_PORT, require_broker
-from fake_monitoring_api import FakeHealthchecks
+from sync.fake_monitoring_api import FakeHealthchecks
 from worker_process import celery_worker
 
 import celery_heartbeat

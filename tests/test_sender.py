@@ -17,9 +17,9 @@ from celery import Celery
 
 import celery_heartbeat
 from celery_heartbeat._delivery import DeliveryPolicy
-from celery_heartbeat._monitor import Monitor
 from celery_heartbeat._ping import Ping
 from celery_heartbeat._sender import THREAD_NAME, BackgroundSender, SenderConfig
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.testing import Ping as Received
 from celery_heartbeat.testing import PingReceiver
 
@@ -451,7 +451,7 @@ def test_a_forked_child_gets_its_own_sender_and_never_inherits_a_held_lock(
 SCRIPT = """
 import atexit, json, sys
 from celery_heartbeat._delivery import DeliveryPolicy
-from celery_heartbeat._monitor import Monitor
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat._ping import Ping
 from celery_heartbeat._sender import BackgroundSender, SenderConfig
 

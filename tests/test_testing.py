@@ -14,7 +14,7 @@ from celery.contrib.testing.worker import start_worker
 
 import celery_heartbeat
 from celery_heartbeat import testing
-from celery_heartbeat._providers import build_request
+from celery_heartbeat.config.providers import build_request
 from celery_heartbeat.testing import Ping, PingReceiver
 
 

@@ -25,7 +25,8 @@ thread pool, never on the event loop. Needs ``pip install 'celery-heartbeat[fast
 # annotations at runtime, which must work on Python 3.9.
 from typing import Annotated, Any, Optional, Union
 
-from celery_heartbeat._health_web import (
+from celery_heartbeat.health.checks import MAX_QUEUE_NAME_LENGTH
+from celery_heartbeat.health.web import (
     CONTENT_TYPE,
     HEADERS,
     MAX_THRESHOLD_DIGITS,
@@ -37,7 +38,6 @@ from celery_heartbeat._health_web import (
     queue_answer,
     workers_answer,
 )
-from celery_heartbeat.health import MAX_QUEUE_NAME_LENGTH
 
 try:
     from fastapi import APIRouter, Path, Query

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_heartbeat._health_web import (
+from celery_heartbeat.health.web import (
     CONTENT_TYPE,
     HEADERS,
     QUEUE_PATH,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from celery_heartbeat._cron import Expected
+from celery_heartbeat.beat.cron import Expected
 
 Diff = list[tuple[str, Any, Any]]
 """(field, value the provider has, value it should have)."""

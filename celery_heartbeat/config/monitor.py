@@ -8,7 +8,7 @@ from typing import Union
 from urllib.parse import urlsplit
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._providers import PROVIDERS, SUPPORTED_KINDS, Kind, Provider, detect_provider
+from celery_heartbeat.config.providers import PROVIDERS, SUPPORTED_KINDS, Kind, Provider, detect_provider
 
 MonitorSpec = Union[str, Mapping[str, object], None]
 """What users write: a URL, a monitor dict, or None / "" for "disabled"."""

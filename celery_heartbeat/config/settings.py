@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery_heartbeat._auto_settings import EntryOptions, parse_auto_settings
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import Monitor, check_url, parse_monitor
+from celery_heartbeat.config.auto_settings import EntryOptions, parse_auto_settings
+from celery_heartbeat.config.monitor import Monitor, check_url, parse_monitor
 
 PREFIX = "heartbeat_"
 

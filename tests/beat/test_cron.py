@@ -12,7 +12,7 @@ from celery import Celery
 from celery.schedules import crontab, schedule, solar
 from croniter import croniter
 
-from celery_heartbeat._cron import (
+from celery_heartbeat.beat.cron import (
     Expected,
     UnsupportedSchedule,
     expected_for,

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from fake_monitoring_api import FakeCronitor, FakeHealthchecks
 
 import celery_heartbeat
-from celery_heartbeat._cli_sync import sync as sync_command
-from celery_heartbeat._cron import local_zone_name, zone_name
+from celery_heartbeat.beat.cron import local_zone_name, zone_name
 from celery_heartbeat.sync import SyncResult, sync_monitors
+from celery_heartbeat.sync.command import sync as sync_command
 
 PING_KEY = "ping-key-abcdef123456"
 

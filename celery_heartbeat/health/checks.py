@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from celery_heartbeat._health_broker import (
+from celery_heartbeat.health.broker import (
     BrokerDown,
     Replies,
     broadcast_until,

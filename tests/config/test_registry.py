@@ -7,8 +7,8 @@ from collections.abc import Callable
 from celery import Celery
 
 import celery_heartbeat
-from celery_heartbeat._monitor import Monitor, parse_monitor
-from celery_heartbeat._registry import Registry
+from celery_heartbeat.config.monitor import Monitor, parse_monitor
+from celery_heartbeat.config.registry import Registry
 
 
 def _registry(urls: dict[str, str], options: dict[str, str] | None = None) -> Registry:

@@ -21,10 +21,10 @@ from celery.schedules import crontab
 
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, Heartbeat
-from celery_heartbeat._automonitor import arg_key, marker_for, plan_entries, slug_for
-from celery_heartbeat._beat_entries import read_entries
 from celery_heartbeat._heartbeat import installed
-from celery_heartbeat._settings import settings_from_app
+from celery_heartbeat.beat.automonitor import arg_key, marker_for, plan_entries, slug_for
+from celery_heartbeat.beat.entries import read_entries
+from celery_heartbeat.config.settings import settings_from_app
 from celery_heartbeat.testing import PingReceiver
 
 PING_KEY = "pk-0123456789abcdef"

@@ -19,9 +19,9 @@ from celery.contrib.testing.worker import start_worker
 
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, install_beat_liveness
-from celery_heartbeat._beat import ENTRY_NAME
 from celery_heartbeat._heartbeat import installed
 from celery_heartbeat._tasks import BEAT_TASK
+from celery_heartbeat.beat.liveness import ENTRY_NAME
 from celery_heartbeat.testing import PingReceiver
 
 

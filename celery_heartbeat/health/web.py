@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from celery_heartbeat.health import (
+from celery_heartbeat.health.checks import (
     MAX_QUEUE_NAME_LENGTH,
     HealthReport,
     _check_cache_seconds,

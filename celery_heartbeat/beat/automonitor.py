@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 from celery import Celery
 
-from celery_heartbeat._auto_settings import SLUG_RE, EntryOptions
-from celery_heartbeat._beat_entries import BeatEntry, EntriesRead, read_entries
-from celery_heartbeat._monitor import Monitor
-from celery_heartbeat._providers import Provider
-from celery_heartbeat._settings import Settings
+from celery_heartbeat.beat.entries import BeatEntry, EntriesRead, read_entries
+from celery_heartbeat.config.auto_settings import SLUG_RE, EntryOptions
+from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.providers import Provider
+from celery_heartbeat.config.settings import Settings
 
 logger = logging.getLogger("celery_heartbeat")
 

@@ -17,8 +17,8 @@ from typing import Any
 from celery import Celery, signals
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import Monitor, MonitorSpec, parse_monitor
 from celery_heartbeat._tasks import BEAT_TASK
+from celery_heartbeat.config.monitor import Monitor, MonitorSpec, parse_monitor
 
 logger = logging.getLogger("celery_heartbeat")
 

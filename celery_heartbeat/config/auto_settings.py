@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._monitor import check_url
+from celery_heartbeat.config.monitor import check_url
 
 PREFIX = "heartbeat_"
 SLUG_RE = re.compile(r"^[a-z0-9_-]{1,100}$")

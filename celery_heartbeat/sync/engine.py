@@ -27,17 +27,17 @@ from typing import Any, Literal
 
 from celery import Celery
 
-from celery_heartbeat._automonitor import MARKER_PREFIX, AutoEntry, marker_for, ping_url, plan_entries, provider_of
-from celery_heartbeat._beat_entries import read_entries
-from celery_heartbeat._cron import Expected, UnsupportedSchedule, expected_for, format_seconds
 from celery_heartbeat._heartbeat import installed
-from celery_heartbeat._monitor import MonitorSpec as TaskOption
-from celery_heartbeat._registry import Registry
-from celery_heartbeat._settings import Settings, settings_from_app
-from celery_heartbeat._sync_cronitor import CronitorApi
-from celery_heartbeat._sync_healthchecks import HealthchecksApi
-from celery_heartbeat._sync_http import ApiClient, ProviderError
-from celery_heartbeat._sync_provider import Limits, ManagementApi, MonitorSpec
+from celery_heartbeat.beat.automonitor import MARKER_PREFIX, AutoEntry, marker_for, ping_url, plan_entries, provider_of
+from celery_heartbeat.beat.cron import Expected, UnsupportedSchedule, expected_for, format_seconds
+from celery_heartbeat.beat.entries import read_entries
+from celery_heartbeat.config.monitor import MonitorSpec as TaskOption
+from celery_heartbeat.config.registry import Registry
+from celery_heartbeat.config.settings import Settings, settings_from_app
+from celery_heartbeat.sync.client import ApiClient, ProviderError
+from celery_heartbeat.sync.cronitor import CronitorApi
+from celery_heartbeat.sync.healthchecks import HealthchecksApi
+from celery_heartbeat.sync.provider import Limits, ManagementApi, MonitorSpec
 
 __all__ = ["Change", "SyncResult", "sync_monitors"]
 

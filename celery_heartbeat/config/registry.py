@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Callable
 
-from celery_heartbeat._monitor import Monitor, MonitorSpec, parse_monitor
+from celery_heartbeat.config.monitor import Monitor, MonitorSpec, parse_monitor
 
 GLOB_CHARS = frozenset("*?[")
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 from celery.bin.base import CeleryCommand
 
-from celery_heartbeat.sync import sync_monitors
+from celery_heartbeat.sync.engine import sync_monitors
 
 _STYLES = {"+": "green", "~": "yellow", "-": "red", "x": "red", "!": "yellow", "?": "yellow"}
 

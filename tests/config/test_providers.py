@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from celery_heartbeat._providers import WireRequest, build_request, detect_provider
+from celery_heartbeat.config.providers import WireRequest, build_request, detect_provider
 
 RID = "6f3c2f44-91a2-4c35-8f0e-1a2b3c4d5e6f"
 

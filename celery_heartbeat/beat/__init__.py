@@ -1,0 +1,1 @@
+"""Internal: everything about `celery beat`: liveness pings, reading its entries, cron rendering, auto-monitoring."""
