@@ -7,7 +7,9 @@ errback (`link_error`) on every task whose failure ends the canvas. A chord's
 header tasks get no errback: a failed header reaches the body as a ChordError,
 and the body's errback reports it once. A group is turned into a chord onto the
 ping (its completion is only observable through a chord). Callbacks leave the
-canvas's own result untouched: `.get()` returns what it returned before.
+canvas's own result untouched: `.get()` returns what it returned before. With
+`start=True` the canvas is wrapped in a start ping task that replaces itself with
+the canvas (Task.replace) once its ping is delivered.
 """
 
 from __future__ import annotations
