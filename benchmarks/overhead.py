@@ -212,7 +212,7 @@ def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = Fal
         return None
 
     hb = celery_heartbeat.install(app, urls={"bench.noop": url}, coalesce_seconds=coalesce)
-    hooks = hb.hooks
+    hooks = hb._hooks
     samples = []
     clock = time.perf_counter_ns
     try:

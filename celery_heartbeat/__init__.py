@@ -6,9 +6,8 @@ celery_heartbeat.install(app)
 
 from celery_heartbeat._canvas import heartbeat_signature, with_heartbeat
 from celery_heartbeat._exceptions import ConfigurationError, HeartbeatError
-from celery_heartbeat._heartbeat import Heartbeat, install
+from celery_heartbeat._heartbeat import Heartbeat, install, install_beat_liveness
 from celery_heartbeat._redact import redact
-from celery_heartbeat.beat.liveness import install_beat_liveness
 from celery_heartbeat.config.monitor import Monitor
 
 __all__ = [

@@ -21,12 +21,14 @@ from celery.backends.base import DisabledBackend
 from celery.canvas import Signature, _chain, chord, group, maybe_signature
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._tasks import PING_TASK, Target, check_kind, check_target
-from celery_heartbeat.config.monitor import MonitorSpec, parse_monitor
+from celery_heartbeat._state import real_app
+from celery_heartbeat._tasks import Target, check_kind, check_target
+from celery_heartbeat.config.monitor import MonitorValue, parse_monitor
+from celery_heartbeat.config.names import PING_TASK
 
 
 def _app(app: Celery | None) -> Celery:
-    return app if app is not None else current_app._get_current_object()
+    return real_app(app if app is not None else current_app)
 
 
 def _ping(app: Celery, target: Target, kind: str, *, passthrough: bool = False) -> Signature:
@@ -34,7 +36,7 @@ def _ping(app: Celery, target: Target, kind: str, *, passthrough: bool = False) 
     return app.signature(PING_TASK, kwargs={"target": target, "kind": kind}, immutable=not passthrough)
 
 
-def heartbeat_signature(url_or_monitor: MonitorSpec, kind: str = "success", *, app: Celery | None = None) -> Any:
+def heartbeat_signature(url_or_monitor: MonitorValue, kind: str = "success", *, app: Celery | None = None) -> Any:
     """A ping link for any chain or chord body: it passes its parent's result on unchanged.
 
     `url_or_monitor` is a URL, a monitor dict, or (preferred) a name from
@@ -47,7 +49,7 @@ def heartbeat_signature(url_or_monitor: MonitorSpec, kind: str = "success", *, a
     return _ping(_app(app), check_target(url_or_monitor), check_kind(kind), passthrough=True)
 
 
-def with_heartbeat(canvas: Any, url_or_monitor: MonitorSpec, *, start: bool = False, app: Celery | None = None) -> Any:
+def with_heartbeat(canvas: Any, url_or_monitor: MonitorValue, *, start: bool = False, app: Celery | None = None) -> Any:
     """A copy of `canvas` that pings once when all of it succeeded, and once (failure) if any of it failed.
 
     `start=True` also pings "started" just before the canvas's first task starts:

@@ -1,7 +1,10 @@
-"""Exceptions raised by celery-heartbeat.
+"""Every exception celery-heartbeat raises, under one base.
 
 HeartbeatError
-└── ConfigurationError   (also a ValueError: bad settings, named key and value)
+├── ConfigurationError    (also a ValueError: a bad setting or argument, named key, redacted value)
+├── UnsupportedSchedule   (also a ValueError: a beat schedule no monitor can express; sync skips it)
+├── ProviderError         (a monitoring provider's management API call failed; safe to print)
+└── BrokerDown            (a health probe could not reach the broker within its deadline)
 
 Delivery problems never raise: a monitoring endpoint's trouble is logged and
 counted, never passed on to the task that happened to trigger the ping.
@@ -9,22 +12,41 @@ counted, never passed on to the task that happened to trigger the ping.
 
 from __future__ import annotations
 
+from celery_heartbeat._redact import redact_value
+
 
 class HeartbeatError(Exception):
     """Base of every error this library raises."""
 
 
 class ConfigurationError(HeartbeatError, ValueError):
-    """A setting or argument is invalid; the message names the key and the (redacted) value."""
+    """A setting or argument is invalid; the message names the key and the (redacted) value.
+
+    `value` keeps what was passed (for code that inspects it); `str()` and `repr()`
+    only ever show it redacted.
+    """
 
     def __init__(self, key: str, value: object, expected: str) -> None:
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{key}={_show(value)}: {expected}")
+        super().__init__(f"{key}={redact_value(value)}: {expected}")
+
+    def __repr__(self) -> str:
+        return f"ConfigurationError({self.args[0]!r})"
+
+    def renamed(self, key: str) -> ConfigurationError:
+        """The same error under the key as the user wrote it (Django: `CELERY_HEARTBEAT_TIMEOUT`)."""
+        return ConfigurationError(key, self.value, self.expected)
 
 
-def _show(value: object) -> str:
-    from celery_heartbeat._redact import redact_value
+class UnsupportedSchedule(HeartbeatError, ValueError):
+    """A schedule no cron expression or period can express faithfully; the message says why."""
 
-    return redact_value(value)
+
+class ProviderError(HeartbeatError):
+    """A management API call failed; the message is safe to print (no credentials)."""
+
+
+class BrokerDown(HeartbeatError):
+    """The broker could not be reached, or failed, within the probe's deadline."""

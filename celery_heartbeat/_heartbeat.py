@@ -1,115 +1,228 @@
-"""The handle of one installed app: its settings, registry, runs, sender and hooks."""
+"""`install()`, `install_beat_liveness()` and the handle they return: the library's top layer.
+
+Settings are validated at `install()` from what the configuration holds then,
+and read again, once, when the worker or beat starts or the first task runs:
+`install()` may run before `config_from_object()` or before settings are
+assigned. Everything the library keeps about an app lives in its `AppState`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import logging
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
 
-from celery_heartbeat._delivery import DeliveryPolicy
+from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._hooks import Hooks
-from celery_heartbeat._runs import RunBook
-from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
+from celery_heartbeat._state import AppState, forget, peek, real_app, state_of
 from celery_heartbeat._tasks import register_tasks
-from celery_heartbeat.beat.automonitor import AutoMonitors
-from celery_heartbeat.beat.liveness import install_beat_liveness
-from celery_heartbeat.config.monitor import Monitor, MonitorSpec
-from celery_heartbeat.config.registry import Registry
-from celery_heartbeat.config.settings import Settings, settings_from_app
+from celery_heartbeat._wiring import Delivery, Wiring
+from celery_heartbeat.beat import liveness as beat_liveness
+from celery_heartbeat.config import checks
+from celery_heartbeat.config.liveness import BeatLiveness
+from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
+from celery_heartbeat.config.registry import Registry, check_name
+from celery_heartbeat.config.settings import Settings
 
-_ATTR = "_celery_heartbeat"
+logger = logging.getLogger("celery_heartbeat")
 
 
 class Heartbeat:
-    """What `install()` returns; one per app, cached on it (no module-level state)."""
+    """What `install()` returns; one per app, kept in the app's state (no module-level state)."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-        self.registry = Registry(settings.urls, self._task_option)
-        self.runs = RunBook(settings.coalesce_seconds)
-        self.sender: Sender = BackgroundSender(
-            SenderConfig(
-                policy=DeliveryPolicy(
-                    timeout=settings.timeout,
-                    max_attempts=settings.max_attempts,
-                    backoff_max=settings.backoff_max,
-                ),
-                max_age=settings.max_age,
-                backoff_max=settings.backoff_max,
-                shutdown_timeout=settings.shutdown_timeout,
-            )
-        )
-        self.auto = AutoMonitors(app, settings, self.registry.resolve)
-        self.hooks = Hooks(self)
+    def __init__(self, state: AppState, settings: Settings) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._wiring = self._wire(settings, Delivery(settings))
+        self._hooks = Hooks(state, self._wiring, self._confirm)
+        #: The beat liveness came from install_beat_liveness() (kept), not from heartbeat_beat_url.
+        self._explicit_liveness = False
 
-    def _task_option(self, task_name: str) -> MonitorSpec:
-        task = self.app.tasks.get(task_name)
-        option: MonitorSpec = getattr(task, "heartbeat", None) if task is not None else None
-        return option
+    @property
+    def settings(self) -> Settings:
+        """The settings in effect (validated; URLs and keys redacted in its repr)."""
+        return self._wiring.settings
+
+    def __repr__(self) -> str:
+        enabled = "enabled" if self.settings.enabled else "disabled"
+        return f"<Heartbeat app={self._state.app.main!r} {enabled}, {len(self.settings.urls)} heartbeat_urls entries>"
 
     def monitor_for(self, task_name: str) -> Monitor | None:
         """The monitor a task pings (None: it pings nothing)."""
-        return self.registry.resolve(task_name)
-
-    def monitor_for_run(
-        self, task_name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
-    ) -> Monitor | None:
-        """The monitor one run pings: an explicit mapping, else the beat entry it came from (auto)."""
-        monitor = self.registry.resolve(task_name)
-        if monitor is None and self.auto.active:
-            return self.auto.lookup(task_name, args, kwargs)
-        return monitor
+        return self._wiring.registry.resolve(task_name)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is pending, waiting at most `timeout` seconds; True when nothing is left."""
-        return self.sender.flush(timeout)
+        return self._wiring.delivery.flush(timeout)
 
     def stats(self) -> dict[str, int]:
         """This process's counters: sent, failed, rejected, retried, coalesced, dropped, pending."""
-        out = self.sender.stats()
-        out["coalesced"] += self.runs.coalesced
-        return out
+        return self._wiring.delivery.stats()
 
     def uninstall(self) -> None:
-        """Disconnect every hook and flush briefly; the app behaves as if never installed."""
-        self.hooks.disconnect()
-        self.sender.close(self.settings.shutdown_timeout)
-        if getattr(self.app, _ATTR, None) is self:
-            delattr(self.app, _ATTR)
+        """Undo install(): every receiver, the beat-liveness entry, the app's state; flush briefly."""
+        state = self._state
+        if state.liveness is not None:
+            beat_liveness.disable(state)
+        self._wiring.delivery.close(self.settings.shutdown_timeout)
+        if peek(state.app) is state:
+            forget(state.app)
+        else:
+            state.disconnect()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _wire(self, settings: Settings, delivery: Delivery) -> Wiring:
+        registry = Registry(settings.urls, self._state.task_option)
+        self._state.settings, self._state.registry = settings, registry
+        return Wiring(self._state.app, settings, registry, delivery)
 
     def _activate(self) -> None:
-        if self.settings.enabled:
-            self.hooks.connect()
+        self._hooks.connect_lifecycle()
+        self._apply_enabled()
+
+    def _apply_enabled(self) -> None:
+        settings = self.settings
+        if settings.enabled:
+            self._hooks.connect_tasks()
+        else:
+            self._hooks.disconnect_tasks()
+        if self._explicit_liveness:
+            return
+        if settings.enabled and settings.beat_url is not None:
+            beat_liveness.enable(self._state, BeatLiveness(settings.beat_url, settings.beat_every))
+        elif self._state.liveness is not None:
+            beat_liveness.disable(self._state)
+
+    def _replace(self, settings: Settings) -> None:
+        """Use new settings from now on; the sender and run book stay when their own settings did not change."""
+        old = self._wiring
+        delivery = old.delivery if old.delivery.fits(settings) else Delivery(settings)
+        self._wiring = self._hooks.wiring = self._wire(settings, delivery)
+        if delivery is not old.delivery:
+            old.delivery.close(0.0)
+        self._apply_enabled()
+
+    def _warn(self, warnings: list[str]) -> None:
+        for warning in warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                logger.warning("celery-heartbeat: %s", warning)
+
+    def _confirm(self, where: str, strict: bool = False) -> None:
+        """Read the configuration again, once: it may have been loaded after install().
+
+        A bad value found now is logged (a worker or beat keeps the settings install()
+        validated: it must not fail tasks), or raised when `strict` (the CLI, sync).
+        """
+        if self._hooks.confirmed:
+            return
+        with self._lock:
+            if self._hooks.confirmed:
+                return
+            try:
+                settings, warnings = self._state.read_settings()
+            except ConfigurationError as exc:
+                if strict:
+                    raise
+                logger.error(
+                    "celery-heartbeat: invalid configuration at %s: %s (keeping the settings install() validated)",
+                    where,
+                    exc,
+                )
+                self._hooks.confirmed = True
+                return
+            self._warn(warnings)
+            if settings != self.settings:
+                logger.info(
+                    "celery-heartbeat: settings read again at %s: %s", where, ", ".join(settings.changed(self.settings))
+                )
+                self._replace(settings)
+            self._hooks.confirmed = True
 
 
-def installed(app: Celery) -> Heartbeat | None:
+def installed(app: Any) -> Heartbeat | None:
     """The handle of an app that went through install(), or None."""
-    handle: Heartbeat | None = getattr(app, _ATTR, None)
-    return handle
+    state = peek(app)
+    handle = state.handle if state is not None else None
+    return handle if isinstance(handle, Heartbeat) else None
 
 
 def install(app: Celery, *, urls: Mapping[str, Any] | None = None, **settings: Any) -> Heartbeat:
     """Wire heartbeat pings into `app` from its `heartbeat_*` settings (keywords override them).
 
-    Idempotent: installing again replaces the previous wiring, so a ping is never
-    doubled. No network call and no thread start happen here.
+    Validates what the configuration holds now; it is read again when the worker
+    or beat starts (or the first task runs), so install() may come before the
+    configuration is loaded. Idempotent: installing again with the same settings
+    returns the same handle; with different ones it replaces the wiring (a
+    warning names what changed), so a ping is never doubled. `app` may be a
+    proxy such as `celery.current_app`. No network call and no thread start here.
     """
+    real = real_app(app)
     overrides = dict(settings)
     if urls is not None:
         overrides["urls"] = urls
-    parsed = settings_from_app(app.conf, overrides)
+    state = state_of(real)
+    previous_overrides = state.overrides
+    state.overrides = overrides
+    try:
+        parsed, warnings = state.read_settings()
+    except ConfigurationError:
+        state.overrides = previous_overrides
+        raise
     # Always, also when disabled: canvases built with them must never fail with NotRegistered.
-    register_tasks(app)
-    previous = installed(app)
+    register_tasks(real)
+    previous = installed(real)
     if previous is not None:
+        previous._warn(warnings)
         if previous.settings == parsed:
             return previous
-        previous.uninstall()
-    handle = Heartbeat(app, parsed)
-    setattr(app, _ATTR, handle)
+        logger.warning(
+            "celery-heartbeat: install() called again with different settings; replacing: %s",
+            ", ".join(parsed.changed(previous.settings)),
+        )
+        previous._replace(parsed)
+        previous._hooks.confirmed = False
+        return previous
+    handle = Heartbeat(state, parsed)
+    handle._warn(warnings)
+    state.handle = handle
+    state.confirm = functools.partial(handle._confirm, strict=True)
     handle._activate()
-    if parsed.enabled and parsed.beat_url is not None:
-        install_beat_liveness(app, parsed.beat_url, parsed.beat_every)
     return handle
+
+
+def install_beat_liveness(
+    app: Celery, url: MonitorValue | Monitor, every: float = 60.0, *, queue: str | None = None
+) -> None:
+    """Add a `beat_schedule` entry that pings `url` through a worker every `every` seconds.
+
+    The entry is also re-applied when beat starts (`beat_init`), so a later
+    `app.conf.beat_schedule = {...}` cannot silently drop it; with a database or
+    Redis scheduler it is written to that store then. `url` None or "" (an
+    unset environment variable) disables it quietly, as in `heartbeat_urls`.
+    `url` may also be a monitor dict or a name from `heartbeat_urls`. Installs
+    the app first when `install()` was not called yet.
+    """
+    period = checks.seconds("every", every)
+    if queue is not None:
+        checks.name("queue", queue, what="queue name")
+    handle = installed(app) or install(app)
+    if isinstance(url, Monitor):
+        monitor: Monitor | None = url
+    elif isinstance(url, str) and url.strip() and "://" not in url:
+        # A name from heartbeat_urls, as the canvas helpers accept.
+        monitor = handle._wiring.registry.by_name(check_name("heartbeat_beat_url", url))
+        if monitor is None:
+            raise ConfigurationError("heartbeat_beat_url", url, "not a URL, and no heartbeat_urls entry of that name")
+    else:
+        monitor = parse_monitor("heartbeat_beat_url", url)
+    if monitor is None or not handle.settings.enabled:
+        return
+    handle._explicit_liveness = True
+    beat_liveness.enable(handle._state, BeatLiveness(monitor, period, queue))

@@ -3,67 +3,92 @@
 Every handler body is guarded: an extension must never fail or slow the host
 task. Names and ids come from the signal arguments: a hard time limit or a lost
 worker fires task_failure in the parent process, where there is no request.
+
+Two groups of receivers, both owned by the app's `AppState`: the task and
+worker-shutdown hooks (connected only while the library is enabled), and the
+lifecycle hooks (always), which re-read the configuration when the worker or
+beat starts: what counts is the configuration then, not at `install()`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from celery import signals
 from celery.utils.dispatch import Signal
 
 from celery_heartbeat._ping import Ping
-
-if TYPE_CHECKING:
-    from celery_heartbeat._heartbeat import Heartbeat
+from celery_heartbeat._state import AppState, peek, real_app
+from celery_heartbeat._wiring import Wiring
+from celery_heartbeat.beat.liveness import on_beat_start
+from celery_heartbeat.config.names import is_internal
+from celery_heartbeat.sync.engine import sync_in_background
 
 logger = logging.getLogger("celery_heartbeat")
 
 BILLIARD_EXIT_PAUSE = 1.0
 """Seconds a prefork child sleeps after worker_process_shutdown before os._exit (billiard)."""
 
+TASKS = "tasks"
+LIFECYCLE = "lifecycle"
+
 
 class Hooks:
     """The signal receivers of one installed app."""
 
-    def __init__(self, heartbeat: Heartbeat) -> None:
-        self.hb = heartbeat
-        self._connected: list[tuple[Signal, str]] = []
+    def __init__(self, state: AppState, wiring: Wiring, confirm: Callable[[str], None]) -> None:
+        self.state = state
+        #: Swapped whole by the handle when the settings change; handlers read it once per call.
+        self.wiring = wiring
+        #: Re-reads the configuration once (worker start, beat start or the first task).
+        self.confirm = confirm
+        self.confirmed = False
         self._shutdown_started: float | None = None
+        self._status: str | None = None
         self._errors_logged: set[str] = set()
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect_lifecycle(self) -> None:
+        pairs: list[tuple[Signal, Callable[..., None]]] = [
+            (signals.worker_init, self.on_worker_init),
+            (signals.worker_ready, self.on_worker_ready),
+            (signals.beat_init, self.on_beat_init),
+            (signals.beat_embedded_init, self.on_beat_init),
+        ]
+        for signal, receiver in pairs:
+            self.state.connect(LIFECYCLE, signal, receiver)
+
+    def connect_tasks(self) -> None:
         pairs: list[tuple[Signal, Callable[..., None]]] = [
             (signals.task_prerun, self.on_prerun),
             (signals.task_success, self.on_success),
             (signals.task_failure, self.on_failure),
             (signals.task_revoked, self.on_revoked),
-            (signals.worker_ready, self.on_worker_ready),
-            (signals.worker_process_init, self.on_process_init),
             (signals.worker_shutting_down, self.on_shutting_down),
             (signals.worker_process_shutdown, self.on_process_shutdown),
             (signals.worker_shutdown, self.on_worker_shutdown),
-            (signals.beat_init, self.on_beat_init),
-            (signals.beat_embedded_init, self.on_beat_init),
         ]
         for signal, receiver in pairs:
-            uid = f"celery_heartbeat:{id(self.hb.app)}:{signal.name}"
-            signal.connect(receiver, weak=False, dispatch_uid=uid)
-            self._connected.append((signal, uid))
+            self.state.connect(TASKS, signal, receiver)
 
-    def disconnect(self) -> None:
-        for signal, uid in self._connected:
-            signal.disconnect(dispatch_uid=uid)
-        self._connected.clear()
+    def disconnect_tasks(self) -> None:
+        self.state.disconnect(TASKS)
 
     def _guard_error(self, where: str) -> None:
         if where not in self._errors_logged:
             self._errors_logged.add(where)
             logger.exception("celery-heartbeat: error in %s (tasks are unaffected; logged once)", where)
+
+    def _mine(self, app: Any) -> bool:
+        return app is self.state.app or (app is not None and real_app(app) is self.state.app)
+
+    def _current(self) -> Wiring:
+        if not self.confirmed:
+            self.confirm("first task")
+        return self.wiring
 
     # -- task signals (hot path) ----------------------------------------------------------
 
@@ -77,46 +102,49 @@ class Hooks:
         **_: Any,
     ) -> None:
         try:
-            if task is None or task_id is None or task.app is not self.hb.app:
+            if task is None or task_id is None or not self._mine(task.app):
                 return
-            monitor = self.hb.monitor_for_run(task.name, args, kwargs)
+            wiring = self._current()
+            monitor = wiring.monitor_for_run(task.name, args, kwargs)
             if monitor is None:
                 return
             retries = task.request.retries or 0
-            admitted = self.hb.runs.start(monitor.url, task_id, retries)
-            wants = self.hb.settings.send_start if monitor.start is None else monitor.start
+            admitted = wiring.delivery.runs.start(monitor.url, task_id, retries)
+            wants = wiring.settings.send_start if monitor.start is None else monitor.start
             if admitted and wants and retries == 0 and monitor.supports("start"):
-                self.hb.sender.submit(Ping(monitor, "start", task_id))
+                wiring.delivery.sender.submit(Ping(monitor, "start", task_id))
         except Exception:
             self._guard_error("task_prerun")
 
     def on_success(self, sender: Any = None, **_: Any) -> None:
         try:
-            if sender is None or sender.app is not self.hb.app:
+            if sender is None or not self._mine(sender.app):
                 return
+            wiring = self._current()
             request = sender.request
-            monitor = self.hb.monitor_for_run(sender.name, request.args, request.kwargs)
+            monitor = wiring.monitor_for_run(sender.name, request.args, request.kwargs)
             if monitor is None:
                 return
             task_id = request.id
             if task_id is None:
                 return
-            if self.hb.runs.success(monitor.url, task_id):
-                self.hb.sender.submit(Ping(monitor, "success", task_id))
+            if wiring.delivery.runs.success(monitor.url, task_id):
+                wiring.delivery.sender.submit(Ping(monitor, "success", task_id))
         except Exception:
             self._guard_error("task_success")
 
     def _failed(self, task: Any, task_id: str | None, detail: str, args: Any = None, kwargs: Any = None) -> None:
-        if task is None or task_id is None or task.app is not self.hb.app:
+        if task is None or task_id is None or not self._mine(task.app):
             return
-        monitor = self.hb.monitor_for_run(task.name, args, kwargs)
+        wiring = self._current()
+        monitor = wiring.monitor_for_run(task.name, args, kwargs)
         if monitor is None:
             return
-        if not self.hb.runs.failure(monitor.url, task_id):
+        if not wiring.delivery.runs.failure(monitor.url, task_id):
             return
-        wants = self.hb.settings.send_failure if monitor.failure is None else monitor.failure
+        wants = wiring.settings.send_failure if monitor.failure is None else monitor.failure
         if wants and monitor.supports("failure"):
-            self.hb.sender.submit(Ping(monitor, "failure", task_id, detail=detail))
+            wiring.delivery.sender.submit(Ping(monitor, "failure", task_id, detail=detail))
 
     def on_failure(
         self,
@@ -150,44 +178,75 @@ class Hooks:
         except Exception:
             self._guard_error("task_revoked")
 
-    # -- worker lifecycle -----------------------------------------------------------------
+    # -- worker and beat lifecycle --------------------------------------------------------
+
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        # The worker's main process, before the pool forks; the configuration and the task
+        # modules are loaded by now. Children inherit everything built here.
+        try:
+            if not self._mine(getattr(sender, "app", None)):
+                return
+            self.confirm("worker start")
+            wiring = self.wiring
+            self._status = "disabled (heartbeat_enabled is False): this worker sends no pings"
+            if wiring.settings.enabled:
+                mapped = self._check_tasks(wiring)
+                auto = wiring.auto.warm() if wiring.auto.active else 0  # so no child reads the database
+                liveness = self.state.liveness
+                self._status = "active: {} task{} with a monitor, {} beat entr{} monitored automatically, {}".format(
+                    mapped,
+                    "" if mapped == 1 else "s",
+                    auto,
+                    "y" if auto == 1 else "ies",
+                    f"beat liveness every {liveness.every:g}s" if liveness is not None else "no beat liveness",
+                )
+            if logger.isEnabledFor(logging.INFO):  # `celery worker` sets its log level up later: then at ready
+                self._announce()
+        except Exception:
+            self._guard_error("worker_init")
 
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         try:
-            app = self.hb.app
-            names = [name for name in app.tasks if not name.startswith("celery.")]
-            for name in names:  # validates per-task options now, and warms the cache
-                try:
-                    self.hb.registry.resolve(name)
-                except Exception as exc:
-                    logger.error("celery-heartbeat: task %s: %s (it will send no pings)", name, exc)
-            unmatched = self.hb.registry.unmatched(names)
-            if unmatched:
-                logger.warning(
-                    "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s",
-                    ", ".join(unmatched),
-                )
-            if self.hb.auto.active:
-                self.hb.auto.warm()  # reads the beat schedule now, reports entries it cannot monitor
+            if self._mine(getattr(sender, "app", None)):
+                self._announce()
         except Exception:
             self._guard_error("worker_ready")
 
-    def on_process_init(self, **_: Any) -> None:
-        # Prefork children are forked before worker_ready: build the beat-entry table here,
-        # not on the first task's thread.
-        try:
-            if self.hb.auto.active:
-                self.hb.auto.build()
-        except Exception:
-            self._guard_error("worker_process_init")
+    def _announce(self) -> None:
+        """One INFO line per worker saying whether the library is active: never a silent no-op."""
+        if self._status is not None and "announced" not in self.state.done:
+            self.state.done.add("announced")
+            logger.info("celery-heartbeat: %s", self._status)
+
+    def _check_tasks(self, wiring: Wiring) -> int:
+        """Resolve every task now (validates per-task options, warms the cache); how many have a monitor."""
+        names = [name for name in self.state.app.tasks if not is_internal(name)]
+        mapped = 0
+        for name in names:
+            try:
+                mapped += wiring.registry.resolve(name) is not None
+            except Exception as exc:
+                logger.error("celery-heartbeat: task %s: %s (it will send no pings)", name, exc)
+        unmatched = wiring.registry.unmatched(names)
+        if unmatched:
+            logger.warning(
+                "celery-heartbeat: heartbeat_urls entries match no registered task (typo?): %s", ", ".join(unmatched)
+            )
+        return mapped
 
     def on_beat_init(self, sender: Any = None, **_: Any) -> None:
-        # heartbeat_sync_on_beat_start: push schedules to the provider on a thread; beat never waits.
+        # Both beat_init and beat_embedded_init fire under `celery worker -B`: everything here runs once.
         try:
-            if self.hb.settings.sync_on_beat_start and getattr(sender, "app", None) is self.hb.app:
-                from celery_heartbeat.sync.engine import sync_in_background
-
-                sync_in_background(self.hb.app)
+            if peek(getattr(sender, "app", None)) is not self.state or "beat start" in self.state.done:
+                return
+            self.state.done.add("beat start")
+            self.confirm("beat start")
+            if not self.wiring.settings.enabled:
+                return
+            on_beat_start(self.state, sender)
+            if self.wiring.settings.sync_on_beat_start:
+                # Push schedules to the provider on a thread; beat never waits.
+                sync_in_background(self.state.app)
         except Exception:
             self._guard_error("beat_init")
 
@@ -196,7 +255,7 @@ class Hooks:
         # the children's flush, without waiting (expedite never blocks on a lock).
         try:
             self._shutdown_started = time.monotonic()
-            self.hb.sender.expedite(self.hb.settings.shutdown_timeout)
+            self.wiring.delivery.expedite(self.wiring.settings.shutdown_timeout)
         except Exception:
             self._guard_error("worker_shutting_down")
 
@@ -204,21 +263,22 @@ class Hooks:
         # Prefork children leave through os._exit: atexit never runs there. Billiard then
         # sleeps BILLIARD_EXIT_PAUSE before exiting, while the sender thread keeps delivering.
         try:
-            self.hb.sender.flush(max(0.0, self.hb.settings.shutdown_timeout - BILLIARD_EXIT_PAUSE))
+            timeout = self.wiring.settings.shutdown_timeout
+            self.wiring.delivery.flush(max(0.0, timeout - BILLIARD_EXIT_PAUSE))
         except Exception:
             self._guard_error("worker_process_shutdown")
 
     def on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
         try:
-            if getattr(sender, "app", self.hb.app) is not self.hb.app:
+            if not self._mine(getattr(sender, "app", self.state.app)):
                 return  # another app's worker in this process
-            budget = self.hb.settings.shutdown_timeout
+            budget = self.wiring.settings.shutdown_timeout
             if self._shutdown_started is not None:
                 # One budget for the whole shutdown: children and this process flushed in parallel.
                 budget = max(0.0, budget - (time.monotonic() - self._shutdown_started))
                 self._shutdown_started = None
-            if not self.hb.sender.flush(budget):
-                stats = self.hb.sender.stats()
+            if not self.wiring.delivery.flush(budget):
+                stats = self.wiring.delivery.stats()
                 logger.warning("celery-heartbeat: %d ping(s) not delivered at shutdown", stats["pending"])
         except Exception:
             self._guard_error("worker_shutdown")

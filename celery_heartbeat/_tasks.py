@@ -19,17 +19,18 @@ from celery.canvas import _chain, maybe_signature
 from celery_heartbeat._delivery import DeliveryPolicy, Outcome, deliver
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._ping import Ping
-from celery_heartbeat._redact import redact
+from celery_heartbeat._redact import redact, redact_value
+from celery_heartbeat._state import peek, registry_of, settings_of
 from celery_heartbeat._transport import RequestsTransport
 from celery_heartbeat.config.monitor import Monitor, parse_monitor
+from celery_heartbeat.config.names import BEAT_TASK, PING_TASK
 from celery_heartbeat.config.providers import Kind, WireRequest
-from celery_heartbeat.config.registry import is_glob
-from celery_heartbeat.config.settings import Settings, settings_from_app
+from celery_heartbeat.config.registry import check_name
+from celery_heartbeat.config.settings import Settings
 
 logger = logging.getLogger("celery_heartbeat")
 
-PING_TASK = "celery_heartbeat.ping"
-BEAT_TASK = "celery_heartbeat.beat_liveness"
+__all__ = ["BEAT_TASK", "PING_TASK", "check_kind", "check_target", "register_tasks", "resolve_target", "send_now"]
 
 KINDS: tuple[Kind, ...] = ("start", "success", "failure")
 
@@ -56,12 +57,7 @@ def check_target(target: object) -> Target:
         if "://" in target:
             monitor = parse_monitor("url_or_monitor", target)
             return None if monitor is None else monitor.url
-        name = target.strip()
-        if not name or is_glob(name):
-            raise ConfigurationError(
-                "url_or_monitor", target, "expected a URL, a monitor dict or a heartbeat_urls name (not a glob)"
-            )
-        return name
+        return check_name("url_or_monitor", target)
     if isinstance(target, Mapping):
         if parse_monitor("url_or_monitor", target) is None:
             return None
@@ -69,25 +65,12 @@ def check_target(target: object) -> Target:
     raise ConfigurationError("url_or_monitor", target, "expected a URL, a monitor dict or a heartbeat_urls name")
 
 
-def current_settings(app: Celery) -> Settings:
-    """The installed app's settings, or the app's own `heartbeat_*` settings when never installed."""
-    from celery_heartbeat._heartbeat import installed
-
-    handle = installed(app)
-    return handle.settings if handle is not None else settings_from_app(app.conf, {})
-
-
 def resolve_target(app: Celery, target: Target) -> Monitor | None:
     """The monitor a ping task's target means on this worker (None: nothing to ping)."""
     if target is None:
         return None
     if isinstance(target, str) and "://" not in target:
-        from celery_heartbeat._heartbeat import installed
-
-        handle = installed(app)
-        if handle is not None:
-            return handle.registry.by_name(target)
-        return settings_from_app(app.conf, {}).urls.get(target)
+        return registry_of(app).by_name(target)
     return parse_monitor("url_or_monitor", target)
 
 
@@ -169,13 +152,13 @@ def _with_args(canvas: Any, args: tuple[Any, ...]) -> Any:
 def _ping_now(self: Task, target: Target, kind: str) -> None:
     """Deliver the ping in this thread (the ping is this task's work); log, never raise."""
     try:
-        settings = current_settings(self.app)
+        settings = settings_of(self.app)
         if not settings.enabled:
             return
         monitor = resolve_target(self.app, target)
         if monitor is None:
             if isinstance(target, str) and "://" not in target:
-                logger.error("celery-heartbeat: no heartbeat_urls entry named %r on this worker", target)
+                logger.error("celery-heartbeat: no heartbeat_urls entry named %s on this worker", redact_value(target))
             return
         checked = check_kind(kind)
         if not _wants(monitor, checked, settings):
@@ -191,13 +174,12 @@ def _ping_now(self: Task, target: Target, kind: str) -> None:
 
 def beat_liveness_task(self: Task) -> None:
     """Ping the beat-liveness monitor: beat sent this message, the broker kept it, a worker ran it."""
-    from celery_heartbeat.beat.liveness import liveness_of
-
     try:
-        settings = current_settings(self.app)
+        settings = settings_of(self.app)
         if not settings.enabled:
             return
-        liveness = liveness_of(self.app)
+        state = peek(self.app)
+        liveness = state.liveness if state is not None else None
         if liveness is None:
             logger.error(
                 "celery-heartbeat: beat-liveness task received, but this worker's app has no "

@@ -7,7 +7,6 @@ are secrets here too: everything printed is redacted.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import sys
 from dataclasses import dataclass
@@ -19,14 +18,16 @@ from celery.bin.base import CeleryCommand, handle_preload_options
 
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._redact import redact
-from celery_heartbeat._tasks import BEAT_TASK, resolve_target, send_now
+from celery_heartbeat._state import registry_of, settings_of
+from celery_heartbeat._tasks import resolve_target, send_now
 from celery_heartbeat.beat.automonitor import plan_entries
 from celery_heartbeat.beat.entries import read_entries
 from celery_heartbeat.beat.liveness import ENTRY_NAME, liveness_of
 from celery_heartbeat.config.monitor import Monitor
+from celery_heartbeat.config.names import BEAT_TASK, is_internal
 from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.config.registry import Registry, is_glob
-from celery_heartbeat.config.settings import Settings, settings_from_app
+from celery_heartbeat.config.settings import Settings
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -72,30 +73,12 @@ class _View:
 
     @classmethod
     def load(cls, app: Celery) -> _View:
-        from celery_heartbeat._heartbeat import installed
-
         app.loader.import_default_modules()
-        handle = installed(app)
-        if handle is not None:
-            return cls(app, handle.settings, handle.registry)
-        settings = settings_from_app(app.conf, {})
-
-        def task_option(name: str) -> Any:
-            return getattr(app.tasks.get(name), "heartbeat", None)
-
-        return cls(app, settings, Registry(settings.urls, task_option))
+        return cls(app, settings_of(app), registry_of(app))
 
     def source(self, task_name: str) -> str:
         """Why a task has its monitor, in the registry's precedence order."""
-        if task_name in self.settings.urls and not is_glob(task_name):
-            return "heartbeat_urls"
-        if getattr(self.app.tasks.get(task_name), "heartbeat", None):
-            return "task option"
-        globs = sorted((k for k in self.settings.urls if is_glob(k)), key=lambda k: -len(k))
-        for pattern in globs:
-            if fnmatch.fnmatchcase(task_name, pattern):
-                return f"glob {pattern}"
-        return "?"
+        return self.registry.source(task_name) or "?"
 
     def beat_rows(self) -> tuple[list[_Row], list[str]]:
         """Every beat entry (as the configured scheduler sees them) with its monitor, and read warnings."""
@@ -148,7 +131,7 @@ def check(ctx: click.Context, strict: bool) -> None:
     try:
         view = _View.load(app)
         rows, warnings = view.beat_rows()
-        names = sorted(name for name in app.tasks if not name.startswith(("celery.", "celery_heartbeat.")))
+        names = sorted(name for name in app.tasks if not is_internal(name))
         mapped = [(name, view.registry.resolve(name)) for name in names]
     except ConfigurationError as exc:
         _fail(f"configuration error: {exc}")

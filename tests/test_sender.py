@@ -514,7 +514,7 @@ def test_100k_completions_through_the_installed_hook_keep_pending_bounded(free_p
         for i in range(100_000):
             tick.push_request(id=f"id-{i}")
             try:
-                hb.hooks.on_success(sender=tick, result=None)
+                hb._hooks.on_success(sender=tick, result=None)
             finally:
                 tick.pop_request()
             if i % 1000 == 0:

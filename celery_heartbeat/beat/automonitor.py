@@ -57,10 +57,11 @@ def ping_url(settings: Settings, key: str) -> str | None:
     """The ping URL of monitor `key`: Healthchecks' slug URL or Cronitor's telemetry URL."""
     provider = provider_of(settings)
     if provider == "healthchecks" and settings.healthchecks_ping_key:
-        return f"{settings.healthchecks_ping_url}/{settings.healthchecks_ping_key}/{key}"
+        return f"{settings.healthchecks_ping_url}/{settings.healthchecks_ping_key.reveal()}/{key}"
     if provider == "cronitor":
         ping_key = settings.cronitor_ping_key or settings.cronitor_api_key
-        return f"{settings.cronitor_ping_url}/p/{ping_key}/{key}"
+        if ping_key:
+            return f"{settings.cronitor_ping_url}/p/{ping_key.reveal()}/{key}"
     return None
 
 
@@ -213,11 +214,24 @@ class AutoMonitors:
 
         threading.Thread(target=refresh, name="celery-heartbeat-entries", daemon=True).start()
 
-    def warm(self) -> None:
-        """Build the table now (worker_ready) and say what is monitored."""
-        table = self.build()
-        count = sum(len(by_args) for by_args in table.values())
-        logger.info("celery-heartbeat: %d beat entr%s monitored automatically", count, "y" if count == 1 else "ies")
+    def warm(self) -> int:
+        """Build the table now (the worker's main process, before it forks); how many entries are monitored.
+
+        The worker's pool processes inherit the table, so none of them reads the
+        database at start: with django-celery-beat, a query in a forked child
+        before Celery's Django fixup closed the inherited connection could share
+        one database socket between processes. The connection this read opened
+        is closed here, before the fork, for the same reason.
+        """
+        try:
+            table = self.build()
+        finally:
+            _close_django_connection()
+        return sum(len(by_args) for by_args in table.values())
+
+    def count(self) -> int:
+        """How many beat entries are monitored (from the table built so far; 0 before)."""
+        return sum(len(by_args) for by_args in (self._table or {}).values())
 
     def build(self) -> Table:
         """(Re)build the table; on failure keep the previous one and try again later."""

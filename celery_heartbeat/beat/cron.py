@@ -17,12 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from celery_heartbeat._exceptions import UnsupportedSchedule
+
 # (lowest, highest) of each cron field, in cron's order.
 MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK = (0, 59), (0, 23), (1, 31), (1, 12), (0, 6)
-
-
-class UnsupportedSchedule(ValueError):
-    """A schedule no cron expression or period can express faithfully; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import Celery
 
-INTERNAL_PREFIXES = ("celery.", "celery_heartbeat.")
+from celery_heartbeat.config.names import is_internal
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,5 @@ def read_entries(app: Celery) -> EntriesRead:
         read.dynamic = True
         seen = _from_django(app, read)
     _from_config(app, read, seen)
-    read.entries = [
-        e for e in read.entries if not e.name.startswith(INTERNAL_PREFIXES) and not e.task.startswith(INTERNAL_PREFIXES)
-    ]
+    read.entries = [e for e in read.entries if not is_internal(e.name) and not is_internal(e.task)]
     return read

@@ -1,26 +1,22 @@
-"""Settings for monitors-as-code: provider credentials, per-entry options, sync behaviour.
+"""Checkers for the monitors-as-code settings: provider credentials, per-entry options, sync behaviour.
 
-Kept apart from `_settings.py` so the core settings stay small; `parse_auto_settings`
-returns the values that `Settings` stores under the same names.
+The settings themselves are declared in `config/settings.py` (one place); this
+module holds what only they need: per-entry options and the slug rules.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat.config.monitor import check_url
+from celery_heartbeat._redact import Secret
+from celery_heartbeat.config import checks
 
-PREFIX = "heartbeat_"
 SLUG_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
 PREFIX_RE = re.compile(r"^[a-z0-9_-]{0,40}$")
 ENTRY_KEYS = frozenset({"enabled", "grace", "slug"})
-
-SECRETS = frozenset({"healthchecks_ping_key", "healthchecks_api_key", "cronitor_api_key", "cronitor_ping_key"})
 
 
 @dataclass(frozen=True)
@@ -32,45 +28,15 @@ class EntryOptions:
     slug: str | None = None
 
 
-class _Secret:
-    """Shows a credential in an error message as its first 4 characters only."""
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return repr(self.value[:4] + "…")
+def base_url(key: str, value: object) -> str:
+    return checks.url(key, value).rstrip("/")
 
 
-def _secret(key: str, value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() or c == "/" for c in value.strip()):
-        shown = _Secret(value) if isinstance(value, str) else type(value).__name__
-        raise ConfigurationError(key, shown, "expected a key string without spaces or '/' (or None)")
-    return value.strip()
-
-
-def _base_url(key: str, value: object) -> str:
-    return check_url(key, value).rstrip("/")
-
-
-def _flag(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    raise ConfigurationError(key, value, "expected a boolean")
-
-
-def _seconds(key: str, value: object) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else None
-    except ValueError:
-        number = None
-    if number is None or math.isnan(number) or math.isinf(number) or number <= 0:
-        raise ConfigurationError(key, value, "expected a finite number of seconds > 0")
-    return number
+def monitor_prefix(key: str, value: object) -> str:
+    prefix = "" if value is None else value
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise ConfigurationError(key, prefix, "expected up to 40 of a-z, 0-9, '-', '_'")
+    return prefix
 
 
 def parse_entry(key: str, value: object) -> EntryOptions:
@@ -84,47 +50,31 @@ def parse_entry(key: str, value: object) -> EntryOptions:
     unknown = sorted(str(k) for k in value if k not in ENTRY_KEYS)
     if unknown:
         raise ConfigurationError(key, value, f"unknown key(s) {unknown}; allowed: {sorted(ENTRY_KEYS)}")
-    enabled = _flag(f"{key}['enabled']", value.get("enabled", True))
+    enabled = checks.boolean(f"{key}['enabled']", value.get("enabled", True))
     grace = value.get("grace")
     slug = value.get("slug")
     if slug is not None and (not isinstance(slug, str) or not SLUG_RE.match(slug)):
         raise ConfigurationError(f"{key}['slug']", slug, "expected 1-100 characters of a-z, 0-9, '-' or '_'")
     return EntryOptions(
         enabled=enabled,
-        grace=None if grace is None else _seconds(f"{key}['grace']", grace),
+        grace=None if grace is None else checks.seconds(f"{key}['grace']", grace),
         slug=slug,
     )
 
 
-def parse_auto_settings(get: Callable[[str], Any]) -> dict[str, Any]:
-    """Validate the monitors-as-code settings; `get(name)` returns the raw value or its default."""
-    out: dict[str, Any] = {}
-    for name in SECRETS:
-        out[name] = _secret(PREFIX + name, get(name))
-    for name in ("healthchecks_ping_url", "healthchecks_api_url", "cronitor_ping_url", "cronitor_api_url"):
-        out[name] = _base_url(PREFIX + name, get(name))
-    for name in ("auto_monitor", "sync_on_beat_start"):
-        out[name] = _flag(PREFIX + name, get(name))
-    out["grace"] = _seconds(PREFIX + "grace", get("grace"))
-    prefix = get("monitor_prefix")
-    prefix = "" if prefix is None else prefix
-    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
-        raise ConfigurationError(PREFIX + "monitor_prefix", prefix, "expected up to 40 of a-z, 0-9, '-', '_'")
-    out["monitor_prefix"] = prefix
-    entries = get("beat_entries")
-    if entries is None:
-        entries = {}
+def beat_entries(key: str, value: object) -> Mapping[str, EntryOptions]:
+    entries = {} if value is None else value
     if not isinstance(entries, Mapping):
-        raise ConfigurationError(PREFIX + "beat_entries", entries, "expected a mapping of beat entry name -> options")
-    out["beat_entries"] = {
-        str(name): parse_entry(f"{PREFIX}beat_entries[{name!r}]", value) for name, value in entries.items()
-    }
-    healthchecks = out["healthchecks_ping_key"] or out["healthchecks_api_key"]
-    if healthchecks and (out["cronitor_api_key"] or out["cronitor_ping_key"]):
+        raise ConfigurationError(key, entries, "expected a mapping of beat entry name -> options")
+    return {str(name): parse_entry(f"{key}[{name!r}]", option) for name, option in entries.items()}
+
+
+def one_provider(key: str, healthchecks: Secret | None, cronitor: Secret | None) -> None:
+    """Beat entries are monitored on one provider: keys of two is a mistake, not a choice."""
+    if healthchecks and cronitor:
         raise ConfigurationError(
-            PREFIX + "cronitor_api_key",
-            _Secret(out["cronitor_api_key"] or out["cronitor_ping_key"]),
+            key,
+            cronitor,
             "Healthchecks keys are set too: beat entries are monitored on one provider, so set only one "
             "provider's keys",
         )
-    return out

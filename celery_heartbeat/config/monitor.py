@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
-from urllib.parse import urlsplit
 
 from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat._redact import redact
+from celery_heartbeat.config import checks
 from celery_heartbeat.config.providers import PROVIDERS, SUPPORTED_KINDS, Kind, Provider, detect_provider
 
-MonitorSpec = Union[str, Mapping[str, object], None]
-"""What users write: a URL, a monitor dict, or None / "" for "disabled"."""
+MonitorValue = Union[str, Mapping[str, object], None]
+"""What users write for a monitor: a URL, a monitor dict, or None / "" for "disabled"."""
 
 MONITOR_KEYS = frozenset({"url", "provider", "start", "failure"})
 
@@ -29,26 +30,23 @@ class Monitor:
         """Whether the provider has this signal at all (generic monitors only know success)."""
         return kind in SUPPORTED_KINDS[self.provider]
 
+    def __repr__(self) -> str:
+        return (
+            f"Monitor(url={redact(self.url)!r}, provider={self.provider!r}, start={self.start}, failure={self.failure})"
+        )
+
 
 def check_url(key: str, url: object) -> str:
-    if not isinstance(url, str):
-        raise ConfigurationError(key, url, "expected an http(s) URL string")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - validates the port
-    except ValueError as exc:
-        raise ConfigurationError(key, url, f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(key, url, "expected an http:// or https:// URL with a host")
-    return url
+    """Kept for the modules that check a bare URL: see `config.checks.url`."""
+    return checks.url(key, url)
 
 
-def parse_monitor(key: str, spec: MonitorSpec) -> Monitor | None:
-    """Validate one monitor spec; None / "" (an unset environment variable) disables it quietly."""
+def parse_monitor(key: str, spec: MonitorValue) -> Monitor | None:
+    """Validate one monitor value; None / "" (an unset environment variable) disables it quietly."""
     if spec is None or spec == "":
         return None
     if isinstance(spec, str):
-        url = check_url(key, spec.strip())
+        url = checks.url(key, spec)
         return Monitor(url=url, provider=detect_provider(url))
     if not isinstance(spec, Mapping):
         raise ConfigurationError(key, spec, "expected a URL string, a monitor dict or None")
@@ -58,7 +56,7 @@ def parse_monitor(key: str, spec: MonitorSpec) -> Monitor | None:
     raw_url = spec.get("url")
     if raw_url is None or raw_url == "":
         return None
-    url = check_url(f"{key}['url']", raw_url.strip() if isinstance(raw_url, str) else raw_url)
+    url = checks.url(f"{key}['url']", raw_url)
     provider = spec.get("provider")
     if provider is None:
         provider = detect_provider(url)

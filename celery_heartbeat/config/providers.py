@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from celery_heartbeat._redact import redact
+
 Provider = Literal["healthchecks", "cronitor", "betterstack", "uptime_kuma", "deadmanssnitch", "generic"]
 Kind = Literal["start", "success", "failure"]
 
@@ -51,6 +53,9 @@ class WireRequest:
     method: str
     url: str
     body: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"WireRequest({self.method} {redact(self.url)}, body={self.body!r})"
 
 
 def detect_provider(url: str) -> Provider:

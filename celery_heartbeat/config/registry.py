@@ -1,4 +1,7 @@
-"""Which monitor a task name maps to: exact entry, then the task's own option, then the longest glob."""
+"""Which monitor a task name maps to: exact entry, then the task's own option, then the longest glob.
+
+This module is the one place the precedence and the glob rule are written.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,13 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Callable
 
-from celery_heartbeat.config.monitor import Monitor, MonitorSpec, parse_monitor
+from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
+from celery_heartbeat.config.names import is_internal
 
 GLOB_CHARS = frozenset("*?[")
 
-# Celery's built-ins and this library's own tasks (canvas pings, beat liveness) already ping
-# their own monitor; a broad glob such as "*" must not make every canvas ping ping twice.
-GLOB_EXEMPT_PREFIXES = ("celery.", "celery_heartbeat.")
-
-TaskOption = Callable[[str], MonitorSpec]
+TaskOption = Callable[[str], MonitorValue]
 """Looks up a task's own `heartbeat=` option by name (None when it has none)."""
 
 
@@ -22,13 +23,33 @@ def is_glob(name: str) -> bool:
     return not GLOB_CHARS.isdisjoint(name)
 
 
+def check_name(key: str, value: str) -> str:
+    """A `heartbeat_urls` name used as a monitor reference: not a glob, and not a URL missing its scheme."""
+    name = value.strip()
+    if not name or is_glob(name):
+        raise ConfigurationError(key, value, "expected a URL, a monitor dict or a heartbeat_urls name (not a glob)")
+    if "/" in name:
+        raise ConfigurationError(key, value, "looks like a URL without http:// or https://")
+    return name
+
+
+def matching_glob(task_name: str, patterns: Iterable[str]) -> str | None:
+    """The glob that covers `task_name`: the longest matching pattern; never for internal tasks."""
+    if is_internal(task_name):
+        return None
+    for pattern in sorted((p for p in patterns if is_glob(p)), key=lambda p: (-len(p), p)):
+        if fnmatch.fnmatchcase(task_name, pattern):
+            return pattern
+    return None
+
+
 class Registry:
     """Resolves task names to monitors, caching each answer (the hot path is one dict lookup)."""
 
     def __init__(self, urls: Mapping[str, Monitor], task_option: TaskOption) -> None:
+        self._urls = dict(urls)
         self._exact = {name: m for name, m in urls.items() if not is_glob(name)}
-        # Longest pattern first: the most specific glob wins.
-        self._globs = sorted(((name, m) for name, m in urls.items() if is_glob(name)), key=lambda item: -len(item[0]))
+        self._globs = [name for name in urls if is_glob(name)]
         self._task_option = task_option
         self._cache: dict[str, Monitor | None] = {}
 
@@ -43,6 +64,16 @@ class Registry:
         """A `heartbeat_urls` entry by its exact key (canvas helpers refer to monitors by name)."""
         return self._exact.get(name)
 
+    def source(self, task_name: str) -> str | None:
+        """Why a task has its monitor: 'heartbeat_urls', 'task option', 'glob <pattern>', or None."""
+        if task_name in self._exact:
+            return "heartbeat_urls"
+        option = self._task_option(task_name)
+        if option is not None and option != "":
+            return "task option"
+        pattern = matching_glob(task_name, self._globs)
+        return None if pattern is None else f"glob {pattern}"
+
     def _lookup(self, task_name: str) -> Monitor | None:
         exact = self._exact.get(task_name)
         if exact is not None:
@@ -50,12 +81,8 @@ class Registry:
         option = self._task_option(task_name)
         if option is not None and option != "":
             return parse_monitor(f"{task_name}.heartbeat", option)
-        if task_name.startswith(GLOB_EXEMPT_PREFIXES):
-            return None
-        for pattern, monitor in self._globs:
-            if fnmatch.fnmatchcase(task_name, pattern):
-                return monitor
-        return None
+        pattern = matching_glob(task_name, self._globs)
+        return None if pattern is None else self._urls[pattern]
 
     def unmatched(self, task_names: Iterable[str]) -> list[str]:
         """Mapping keys that look like task names but match no registered task (likely typos).
@@ -65,7 +92,7 @@ class Registry:
         """
         names = list(task_names)
         out = []
-        for key in list(self._exact) + [pattern for pattern, _ in self._globs]:
+        for key in self._urls:
             if not is_glob(key) and "." not in key:
                 continue
             if is_glob(key):

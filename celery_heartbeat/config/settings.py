@@ -1,98 +1,35 @@
-"""Settings: read once from `app.conf` (and install() keywords) into one frozen, validated object."""
+"""Settings: every `heartbeat_*` setting declared once, with its default and its checker.
+
+`Settings` is the one place a setting is defined: adding a field (with
+`field(default=..., metadata=check(checker))`) makes it known, parsed, validated, and accepted as
+an `install()` keyword; everything else (unknown-key detection, the CLI, the
+docs test) reads the list from here.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat.config.auto_settings import EntryOptions, parse_auto_settings
-from celery_heartbeat.config.monitor import Monitor, check_url, parse_monitor
+from celery_heartbeat._redact import Secret, redact_value
+from celery_heartbeat.config import auto_settings as auto
+from celery_heartbeat.config import checks
+from celery_heartbeat.config.monitor import Monitor, parse_monitor
+from celery_heartbeat.config.registry import check_name
 
 PREFIX = "heartbeat_"
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Every `heartbeat_*` setting, validated. Field names are the setting names without the prefix."""
-
-    urls: Mapping[str, Monitor] = field(default_factory=dict)
-    send_start: bool = False
-    send_failure: bool = True
-    timeout: float = 5.0
-    max_attempts: int = 3
-    coalesce_seconds: float = 10.0
-    shutdown_timeout: float = 5.0
-    enabled: bool = True
-    beat_url: str | None = None
-    beat_every: float = 60.0
-    max_age: float = 600.0
-    backoff_max: float = 30.0
-    # Monitors as code (beat entries monitored and synced to a provider): see _auto_settings.py.
-    healthchecks_ping_key: str | None = field(default=None, repr=False)  # a secret
-    healthchecks_api_key: str | None = field(default=None, repr=False)  # a secret
-    healthchecks_ping_url: str = "https://hc-ping.com"
-    healthchecks_api_url: str = "https://healthchecks.io"
-    cronitor_api_key: str | None = field(default=None, repr=False)  # a secret
-    cronitor_ping_key: str | None = field(default=None, repr=False)  # a secret
-    cronitor_ping_url: str = "https://cronitor.link"
-    cronitor_api_url: str = "https://cronitor.io"
-    auto_monitor: bool = True
-    beat_entries: Mapping[str, EntryOptions] = field(default_factory=dict)
-    grace: float = 300.0
-    monitor_prefix: str = ""
-    sync_on_beat_start: bool = False
+Checker = Callable[[str, Any], Any]
 
 
-_DEFAULTS = Settings()
-KNOWN = tuple(f"{PREFIX}{name}" for name in Settings.__dataclass_fields__)
+def check(checker: Checker) -> dict[str, Checker]:
+    """A Settings field's metadata: the checker its raw value goes through."""
+    return {"check": checker}
 
 
-def _bool(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    raise ConfigurationError(key, value, "expected a boolean")
-
-
-def _number(key: str, value: object, *, minimum: float, allow_equal: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigurationError(key, value, "expected a number of seconds")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigurationError(key, value, "expected a number of seconds") from None
-    if math.isnan(number) or math.isinf(number) or number < minimum or (number == minimum and not allow_equal):
-        bound = f">= {minimum:g}" if allow_equal else f"> {minimum:g}"
-        raise ConfigurationError(key, value, f"expected a finite number {bound}")
-    return number
-
-
-def _int(key: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigurationError(key, value, f"expected an integer >= {minimum}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(key, value, f"expected an integer >= {minimum}") from None
-    if number < minimum:
-        raise ConfigurationError(key, value, f"expected an integer >= {minimum}")
-    return number
-
-
-def parse_urls(value: object, key: str = "heartbeat_urls") -> dict[str, Monitor]:
+def parse_urls(key: str, value: object) -> dict[str, Monitor]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -107,43 +44,92 @@ def parse_urls(value: object, key: str = "heartbeat_urls") -> dict[str, Monitor]
     return out
 
 
+def _beat_url(key: str, value: object) -> object:
+    # A URL, a monitor dict or a heartbeat_urls name: names are resolved once the urls are known.
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and "://" not in value:
+        return check_name(key, value)
+    return parse_monitor(key, value)  # type: ignore[arg-type]
+
+
+def _positive(key: str, value: object) -> float:
+    return checks.seconds(key, value)
+
+
+def _non_negative(key: str, value: object) -> float:
+    return checks.seconds(key, value, positive=False)
+
+
+def _attempts(key: str, value: object) -> int:
+    return checks.integer(key, value, minimum=1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every `heartbeat_*` setting, validated. Field names are the setting names without the prefix."""
+
+    urls: Mapping[str, Monitor] = field(default_factory=dict, metadata=check(parse_urls))
+    send_start: bool = field(default=False, metadata=check(checks.boolean))
+    send_failure: bool = field(default=True, metadata=check(checks.boolean))
+    timeout: float = field(default=5.0, metadata=check(_positive))
+    max_attempts: int = field(default=3, metadata=check(_attempts))
+    coalesce_seconds: float = field(default=10.0, metadata=check(_non_negative))
+    shutdown_timeout: float = field(default=5.0, metadata=check(_non_negative))
+    enabled: bool = field(default=True, metadata=check(checks.boolean))
+    #: A URL, monitor dict or heartbeat_urls name, resolved to its Monitor.
+    beat_url: Monitor | None = field(default=None, metadata=check(_beat_url))
+    beat_every: float = field(default=60.0, metadata=check(_positive))
+    max_age: float = field(default=600.0, metadata=check(_positive))
+    backoff_max: float = field(default=30.0, metadata=check(_positive))
+    # Monitors as code (beat entries monitored and synced to a provider): see auto_settings.py.
+    healthchecks_ping_key: Secret | None = field(default=None, metadata=check(checks.secret))
+    healthchecks_api_key: Secret | None = field(default=None, metadata=check(checks.secret))
+    healthchecks_ping_url: str = field(default="https://hc-ping.com", metadata=check(auto.base_url))
+    healthchecks_api_url: str = field(default="https://healthchecks.io", metadata=check(auto.base_url))
+    cronitor_api_key: Secret | None = field(default=None, metadata=check(checks.secret))
+    cronitor_ping_key: Secret | None = field(default=None, metadata=check(checks.secret))
+    cronitor_ping_url: str = field(default="https://cronitor.link", metadata=check(auto.base_url))
+    cronitor_api_url: str = field(default="https://cronitor.io", metadata=check(auto.base_url))
+    auto_monitor: bool = field(default=True, metadata=check(checks.boolean))
+    beat_entries: Mapping[str, auto.EntryOptions] = field(default_factory=dict, metadata=check(auto.beat_entries))
+    grace: float = field(default=300.0, metadata=check(_positive))
+    monitor_prefix: str = field(default="", metadata=check(auto.monitor_prefix))
+    sync_on_beat_start: bool = field(default=False, metadata=check(checks.boolean))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))}" for f in fields(self))
+        return f"Settings({shown})"
+
+    def changed(self, other: Settings) -> list[str]:
+        """The setting names (with prefix) whose values differ: keys only, never values."""
+        return [PREFIX + f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+DEFAULTS = Settings()
+NAMES = tuple(f.name for f in fields(Settings))
+KNOWN = tuple(PREFIX + name for name in NAMES)
+
+
 def parse_settings(raw: Mapping[str, Any]) -> Settings:
-    """Validate raw `heartbeat_*` values (absent keys take defaults) into Settings.
-
-    Every key is checked before anything is raised, but the first problem found
-    is what is reported, so the message stays short and names one key.
-    """
+    """Validate raw `heartbeat_*` values (absent keys take defaults) into Settings; the first problem raises."""
     values: dict[str, Any] = {}
-
-    def get(name: str) -> Any:
-        return raw.get(PREFIX + name, getattr(_DEFAULTS, name))
-
-    values["urls"] = parse_urls(raw.get(PREFIX + "urls"))
-    for name in ("send_start", "send_failure", "enabled"):
-        values[name] = _bool(PREFIX + name, get(name))
-    values["timeout"] = _number(PREFIX + "timeout", get("timeout"), minimum=0, allow_equal=False)
-    values["max_attempts"] = _int(PREFIX + "max_attempts", get("max_attempts"), minimum=1)
-    values["coalesce_seconds"] = _number(PREFIX + "coalesce_seconds", get("coalesce_seconds"), minimum=0)
-    values["shutdown_timeout"] = _number(PREFIX + "shutdown_timeout", get("shutdown_timeout"), minimum=0)
-    values["beat_every"] = _number(PREFIX + "beat_every", get("beat_every"), minimum=0, allow_equal=False)
-    values["max_age"] = _number(PREFIX + "max_age", get("max_age"), minimum=0, allow_equal=False)
-    values["backoff_max"] = _number(PREFIX + "backoff_max", get("backoff_max"), minimum=0, allow_equal=False)
-    beat_url = get("beat_url")
-    values["beat_url"] = None if beat_url in (None, "") else check_url(PREFIX + "beat_url", beat_url)
-    values.update(parse_auto_settings(get))
+    for f in fields(Settings):
+        key = PREFIX + f.name
+        if key in raw:
+            checker: Checker = f.metadata["check"]
+            values[f.name] = checker(key, raw[key])
+    beat_url = values.get("beat_url")
+    if isinstance(beat_url, str):  # a heartbeat_urls name
+        monitor = values.get("urls", {}).get(beat_url)
+        if monitor is None:
+            raise ConfigurationError(
+                PREFIX + "beat_url", beat_url, "not a URL, and no heartbeat_urls entry of that name"
+            )
+        values["beat_url"] = monitor
+    auto.one_provider(
+        PREFIX + "cronitor_api_key",
+        values.get("healthchecks_ping_key") or values.get("healthchecks_api_key"),
+        values.get("cronitor_api_key") or values.get("cronitor_ping_key"),
+    )
     return Settings(**values)
-
-
-def settings_from_app(conf: Mapping[str, Any], overrides: Mapping[str, Any]) -> Settings:
-    """app.conf values, then install() keywords (given without the `heartbeat_` prefix)."""
-    raw: dict[str, Any] = {}
-    for key in KNOWN:
-        value = conf.get(key)
-        if value is not None or key == PREFIX + "beat_url":
-            raw[key] = value
-    for name, value in overrides.items():
-        key = name if name.startswith(PREFIX) else PREFIX + name
-        if key not in KNOWN:
-            raise ConfigurationError(name, value, f"unknown setting; known: {sorted(KNOWN)}")
-        raw[key] = value
-    return parse_settings(raw)

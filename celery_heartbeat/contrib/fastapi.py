@@ -25,7 +25,7 @@ thread pool, never on the event loop. Needs ``pip install 'celery-heartbeat[fast
 # annotations at runtime, which must work on Python 3.9.
 from typing import Annotated, Any, Optional, Union
 
-from celery_heartbeat.health.checks import MAX_QUEUE_NAME_LENGTH
+from celery_heartbeat.config.checks import MAX_QUEUE_NAME_LENGTH
 from celery_heartbeat.health.web import (
     CONTENT_TYPE,
     HEADERS,

@@ -27,6 +27,8 @@ from typing import Any
 
 from kombu.exceptions import KombuError
 
+from celery_heartbeat._exceptions import BrokerDown
+
 logger = logging.getLogger("celery_heartbeat.health")
 
 #: Pauses between polls of the reply queue: from 2 ms, doubling up to 20 ms.
@@ -35,10 +37,6 @@ _LONGEST_PAUSE = 0.02
 
 #: Replies collected so far: worker host name -> that worker's reply.
 Replies = dict[str, Any]
-
-
-class BrokerDown(Exception):
-    """The broker could not be reached, or failed, within the probe's deadline."""
 
 
 def remaining(deadline: float) -> float:

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from celery_heartbeat._exceptions import BrokerDown, ConfigurationError
+from celery_heartbeat._state import state_of
+from celery_heartbeat.config import checks
 from celery_heartbeat.health.broker import (
-    BrokerDown,
     Replies,
     broadcast_until,
     probe_connection,
@@ -59,10 +61,6 @@ __all__ = ["HealthReport", "HealthStatus", "check_queue", "check_workers"]
 #: The ``status`` of a :class:`HealthReport`.
 HealthStatus = Literal["ok", "no_workers", "too_few_workers", "backlog", "unknown_queue", "down"]
 
-#: The longest queue name accepted (AMQP's limit for a queue name).
-MAX_QUEUE_NAME_LENGTH = 255
-
-_STATE_ATTRIBUTE = "_celery_heartbeat_health_cache"
 _CACHE_MAX_ENTRIES = 256
 
 
@@ -115,12 +113,12 @@ def check_workers(
     ``timeout``), ``too_few_workers``, ``down`` (broker unreachable).
     ``details=True`` adds the answering workers' host names as ``detail``.
     """
-    _check_timeout(timeout)
-    _check_int("min_workers", min_workers, minimum=1)
-    if queue is not None:
-        _check_queue_name(queue)
-    _check_cache_seconds(cache_seconds)
-    key = ("workers", float(timeout), min_workers, queue, bool(details))
+    timeout, minimum, _, cache_seconds = check_options(
+        timeout=timeout, min_workers=min_workers, queue=queue, cache_seconds=cache_seconds
+    )
+    assert minimum is not None
+    min_workers = minimum
+    key = ("workers", timeout, min_workers, queue, bool(details))
     return _state(app).get(
         key,
         cache_seconds,
@@ -142,11 +140,14 @@ def check_queue(
     Statuses: ``ok``, ``backlog`` (depth above the threshold),
     ``unknown_queue`` (RabbitMQ has no such queue), ``down``.
     """
-    _check_queue_name(queue)
-    _check_int("threshold", threshold, minimum=0)
-    _check_timeout(timeout)
-    _check_cache_seconds(cache_seconds)
-    key = ("queue", float(timeout), queue, threshold)
+    if queue is None:
+        raise ConfigurationError("queue", queue, "expected a non-empty queue name")
+    timeout, _, limit, cache_seconds = check_options(
+        timeout=timeout, queue=queue, threshold=threshold, cache_seconds=cache_seconds
+    )
+    assert limit is not None
+    threshold = limit
+    key = ("queue", timeout, queue, threshold)
     return _state(app).get(key, cache_seconds, timeout, lambda: _check_queue(app, queue, threshold, timeout))
 
 
@@ -211,31 +212,23 @@ def _without_none(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
-def _check_timeout(timeout: float) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-
-
-def _check_cache_seconds(cache_seconds: float) -> None:
-    if (
-        isinstance(cache_seconds, bool)
-        or not isinstance(cache_seconds, (int, float))
-        or not math.isfinite(cache_seconds)
-        or cache_seconds < 0
-    ):
-        raise ValueError(f"cache_seconds must be a number of seconds >= 0 (0 disables), got {cache_seconds!r}")
-
-
-def _check_int(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_queue_name(queue: str) -> None:
-    if not isinstance(queue, str) or not queue:
-        raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-    if len(queue) > MAX_QUEUE_NAME_LENGTH:
-        raise ValueError(f"queue name must be at most {MAX_QUEUE_NAME_LENGTH} characters, got {len(queue)}")
+def check_options(
+    *,
+    timeout: float,
+    min_workers: int | None = None,
+    queue: str | None = None,
+    threshold: int | None = None,
+    cache_seconds: float,
+) -> tuple[float, int | None, int | None, float]:
+    """Check probe options with the library's one set of checkers (`config.checks`)."""
+    if queue is not None:
+        checks.name("queue", queue, what="queue name")
+    return (
+        checks.seconds("timeout", timeout),
+        None if min_workers is None else checks.integer("min_workers", min_workers, minimum=1),
+        None if threshold is None else checks.integer("threshold", threshold, minimum=0),
+        checks.seconds("cache_seconds", cache_seconds, positive=False),
+    )
 
 
 class _Flight:
@@ -307,10 +300,16 @@ class _HealthState:
             del self._flights[next(iter(self._flights))]
 
 
+_CREATE = threading.Lock()
+
+
 def _state(app: Any) -> _HealthState:
-    """The app's probe state, created once and kept on the app (no module-level state)."""
-    state = app.__dict__.get(_STATE_ATTRIBUTE)
-    if state is None:
-        state = app.__dict__.setdefault(_STATE_ATTRIBUTE, _HealthState())
-    assert isinstance(state, _HealthState)
-    return state
+    """The app's probe cache, kept in the app's state (no module-level state)."""
+    state = state_of(app)
+    cache = state.health
+    if not isinstance(cache, _HealthState):
+        with _CREATE:
+            cache = state.health
+            if not isinstance(cache, _HealthState):
+                cache = state.health = _HealthState()
+    return cache

@@ -17,16 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from celery_heartbeat.health.checks import (
-    MAX_QUEUE_NAME_LENGTH,
-    HealthReport,
-    _check_cache_seconds,
-    _check_int,
-    _check_queue_name,
-    _check_timeout,
-    check_queue,
-    check_workers,
-)
+from celery_heartbeat.config.checks import MAX_QUEUE_NAME_LENGTH
+from celery_heartbeat.health.checks import HealthReport, check_options, check_queue, check_workers
 
 WORKERS_PATH = "/health/celery"
 QUEUE_PATH = "/health/celery/queue/{queue_name}"
@@ -49,12 +41,17 @@ class ProbeOptions:
     cache_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_timeout(self.timeout)
-        _check_int("min_workers", self.min_workers, minimum=1)
-        if self.queue is not None:
-            _check_queue_name(self.queue)
-        _check_int("threshold", self.threshold, minimum=0)
-        _check_cache_seconds(self.cache_seconds)
+        timeout, min_workers, threshold, cache_seconds = check_options(
+            timeout=self.timeout,
+            min_workers=self.min_workers,
+            queue=self.queue,
+            threshold=self.threshold,
+            cache_seconds=self.cache_seconds,
+        )
+        object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "min_workers", min_workers)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "cache_seconds", cache_seconds)
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,12 @@ from typing import Any
 import requests
 
 from celery_heartbeat._delivery import retry_after_seconds
-from celery_heartbeat._exceptions import HeartbeatError
+from celery_heartbeat._exceptions import ProviderError
 from celery_heartbeat._redact import redact
 from celery_heartbeat._transport import USER_AGENT
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_PAUSE = 5.0
-
-
-class ProviderError(HeartbeatError):
-    """A management API call failed; the message is safe to print (no credentials)."""
 
 
 class ApiClient:

@@ -27,14 +27,13 @@ from typing import Any, Literal
 
 from celery import Celery
 
-from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._exceptions import ProviderError, UnsupportedSchedule
+from celery_heartbeat._state import registry_of, settings_of
 from celery_heartbeat.beat.automonitor import MARKER_PREFIX, AutoEntry, marker_for, ping_url, plan_entries, provider_of
-from celery_heartbeat.beat.cron import Expected, UnsupportedSchedule, expected_for, format_seconds
+from celery_heartbeat.beat.cron import Expected, expected_for, format_seconds
 from celery_heartbeat.beat.entries import read_entries
-from celery_heartbeat.config.monitor import MonitorSpec as TaskOption
-from celery_heartbeat.config.registry import Registry
-from celery_heartbeat.config.settings import Settings, settings_from_app
-from celery_heartbeat.sync.client import ApiClient, ProviderError
+from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.sync.client import ApiClient
 from celery_heartbeat.sync.cronitor import CronitorApi
 from celery_heartbeat.sync.healthchecks import HealthchecksApi
 from celery_heartbeat.sync.provider import Limits, ManagementApi, MonitorSpec
@@ -133,36 +132,18 @@ class SyncResult:
         return "\n".join(lines)
 
 
-def _settings_of(app: Celery) -> Settings:
-    handle = installed(app)
-    return handle.settings if handle is not None else settings_from_app(app.conf, {})
-
-
-def _explicit(app: Celery, settings: Settings) -> Registry:
-    handle = installed(app)
-    if handle is not None:
-        return handle.registry
-
-    def task_option(name: str) -> TaskOption:
-        task = app.tasks.get(name)
-        option: TaskOption = getattr(task, "heartbeat", None) if task is not None else None
-        return option
-
-    return Registry(settings.urls, task_option)
-
-
 def management_api(settings: Settings, deadline: float | None = None) -> ManagementApi | None:
     """The provider's management API client, or None when its API key is not set."""
     common: dict[str, Any] = {"timeout": settings.timeout, "attempts": settings.max_attempts, "deadline": deadline}
     provider = provider_of(settings)
     if provider == "healthchecks" and settings.healthchecks_api_key:
-        key = settings.healthchecks_api_key
-        secrets = [key, settings.healthchecks_ping_key or ""]
+        key = settings.healthchecks_api_key.reveal()
+        secrets = [key, settings.healthchecks_ping_key.reveal() if settings.healthchecks_ping_key else ""]
         client = ApiClient(settings.healthchecks_api_url, headers={"X-Api-Key": key}, secrets=secrets, **common)
         return HealthchecksApi(client)
     if provider == "cronitor" and settings.cronitor_api_key:
-        key = settings.cronitor_api_key
-        secrets = [key, settings.cronitor_ping_key or ""]
+        key = settings.cronitor_api_key.reveal()
+        secrets = [key, settings.cronitor_ping_key.reveal() if settings.cronitor_ping_key else ""]
         client = ApiClient(settings.cronitor_api_url, auth=(key, ""), secrets=secrets, **common)
         return CronitorApi(client)
     return None
@@ -231,7 +212,7 @@ def sync_monitors(
     Never raises for provider trouble: failures are in `result.errors`.
     """
     result = SyncResult(dry_run=dry_run, prune=prune)
-    settings = _settings_of(app)
+    settings = settings_of(app)
     provider = provider_of(settings)
     if provider is None:
         result.errors.append(
@@ -259,7 +240,7 @@ def _sync(app: Celery, settings: Settings, api: ManagementApi, result: SyncResul
         result.warnings.append("heartbeat_healthchecks_ping_key is not set: workers cannot ping these checks")
     read = read_entries(app)
     result.warnings.extend(read.warnings)
-    planned = plan_entries(app, settings, _explicit(app, settings).resolve, read)
+    planned = plan_entries(app, settings, registry_of(app).resolve, read)
     marker = marker_for(app, settings)
     specs: list[MonitorSpec] = []
     in_use: set[str] = set()

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from celery_heartbeat.sync.client import ApiClient, ProviderError
+from celery_heartbeat._exceptions import ProviderError
+from celery_heartbeat.sync.client import ApiClient
 from celery_heartbeat.sync.provider import Diff, Limits, MonitorSpec, Remote, diff_fields
 
 YEAR = 31_536_000

@@ -22,9 +22,9 @@ from celery.schedules import crontab
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, Heartbeat
 from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._state import settings_of
 from celery_heartbeat.beat.automonitor import arg_key, marker_for, plan_entries, slug_for
 from celery_heartbeat.beat.entries import read_entries
-from celery_heartbeat.config.settings import settings_from_app
 from celery_heartbeat.testing import PingReceiver
 
 PING_KEY = "pk-0123456789abcdef"
@@ -52,7 +52,7 @@ def test_arguments_match_across_the_broker() -> None:
 def _planned(app: Celery, **conf: Any) -> dict[str, Any]:
     for key, value in conf.items():
         setattr(app.conf, key, value)
-    settings = settings_from_app(app.conf, {})
+    settings = settings_of(app)
     explicit = {"proj.mapped": object()}
     planned = plan_entries(app, settings, lambda name: explicit.get(name), read_entries(app))  # type: ignore[arg-type,return-value]
     return {p.entry.name: p for p in planned}
@@ -95,7 +95,7 @@ def test_cronitor_entries_ping_the_telemetry_url(unique_name: str) -> None:
     monitor = plan["nightly"].monitor
     assert monitor is not None
     assert ("https://cronitor.link/p/ck-0123456789/nightly", "cronitor") == (monitor.url, monitor.provider)
-    assert f"celery-heartbeat:{unique_name}" == marker_for(app, settings_from_app(app.conf, {}))
+    assert f"celery-heartbeat:{unique_name}" == marker_for(app, settings_of(app))
 
 
 def test_without_provider_keys_nothing_is_auto_monitored(unique_name: str) -> None:
@@ -138,7 +138,7 @@ def test_settings_repr_hides_credentials(unique_name: str) -> None:
     app = Celery(unique_name, set_as_current=False)
     app.conf.heartbeat_healthchecks_ping_key = PING_KEY
     app.conf.heartbeat_healthchecks_api_key = "api-key-0123456789"
-    text = repr(settings_from_app(app.conf, {}))
+    text = repr(settings_of(app))
     assert PING_KEY not in text and "api-key-0123456789" not in text
 
 
@@ -286,12 +286,12 @@ def test_worker_ready_reports_entries_it_cannot_monitor(unique_name: str, caplog
     hb = celery_heartbeat.install(app, healthchecks_ping_key=PING_KEY)
     try:
         with caplog.at_level(logging.INFO, logger="celery_heartbeat"):
-            hb.auto.warm()
-            hb.auto.warm()
+            hb._wiring.auto.warm()
+            hb._wiring.auto.warm()
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert 2 == len(warnings)  # one per entry, not repeated by the second warm-up
         assert "beat entry 'morning' is not monitored" in warnings[0]
-        assert hb.monitor_for_run("proj.digest", [], {}) is None
+        assert hb._wiring.monitor_for_run("proj.digest", [], {}) is None
     finally:
         hb.uninstall()
 
@@ -302,11 +302,11 @@ def test_lookup_reads_no_schedule_after_the_first_build(unique_name: str) -> Non
     app.conf.beat_schedule = {f"e{i}": {"task": f"proj.t{i}", "schedule": 60, "args": (i,)} for i in range(200)}
     hb = celery_heartbeat.install(app, healthchecks_ping_key=PING_KEY)
     try:
-        first = hb.monitor_for_run("proj.t7", [7], {})
+        first = hb._wiring.monitor_for_run("proj.t7", [7], {})
         assert first is not None
         app.conf.beat_schedule = {}
-        assert first == hb.monitor_for_run("proj.t7", [7], {})
-        assert None is hb.monitor_for_run("proj.other", [1], {})
+        assert first == hb._wiring.monitor_for_run("proj.t7", [7], {})
+        assert None is hb._wiring.monitor_for_run("proj.other", [1], {})
     finally:
         hb.uninstall()
 
@@ -317,7 +317,7 @@ def test_a_due_refresh_runs_off_the_task_thread_and_runs_keep_the_old_table(uniq
     app = Celery(unique_name, set_as_current=False)
     app.conf.beat_schedule = {"old": {"task": "proj.t", "schedule": 60, "args": (1,)}}
     hb = celery_heartbeat.install(app, healthchecks_ping_key=PING_KEY)
-    auto = hb.auto
+    auto = hb._wiring.auto
     builders: list[str] = []
     build = auto.build
 
@@ -327,13 +327,13 @@ def test_a_due_refresh_runs_off_the_task_thread_and_runs_keep_the_old_table(uniq
 
     try:
         auto.build = recording_build  # type: ignore[method-assign]
-        before = hb.monitor_for_run("proj.t", [1], {})  # first use in this process: built here, once
+        before = hb._wiring.monitor_for_run("proj.t", [1], {})  # first use in this process: built here, once
         assert before is not None and before.url.endswith("/old")
         app.conf.beat_schedule = {"new": {"task": "proj.t", "schedule": 60, "args": (1,)}}
         auto._expires = time.monotonic() - 1  # as a django-celery-beat table is after REFRESH_SECONDS
-        assert before == hb.monitor_for_run("proj.t", [1], {})  # the old table, without waiting
+        assert before == hb._wiring.monitor_for_run("proj.t", [1], {})  # the old table, without waiting
         deadline = time.monotonic() + 5
-        while not (hb.monitor_for_run("proj.t", [1], {}) or before).url.endswith("/new"):
+        while not (hb._wiring.monitor_for_run("proj.t", [1], {}) or before).url.endswith("/new"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert [threading.current_thread().name, "celery-heartbeat-entries"] == builders

@@ -454,20 +454,23 @@ def test_report_body_is_compact_json_read_only_and_led_by_status() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda app: check_workers(app, timeout=0), "timeout must be a positive number of seconds, got 0"),
-        (lambda app: check_workers(app, min_workers=0), "min_workers must be an integer >= 1, got 0"),
-        (lambda app: check_workers(app, queue=""), "queue must be a non-empty string, got ''"),
-        (lambda app: check_queue(app, "q", threshold=-1), "threshold must be an integer >= 0, got -1"),
-        (lambda app: check_queue(app, "q", threshold=True), "threshold must be an integer >= 0, got True"),
-        (lambda app: check_queue(app, "q" * 256), "queue name must be at most 255 characters, got 256"),
+        (lambda app: check_workers(app, timeout=0), "timeout=0: expected a finite number of seconds > 0"),
+        (lambda app: check_workers(app, min_workers=0), "min_workers=0: expected an integer >= 1"),
+        (lambda app: check_workers(app, queue=""), "queue='': expected a non-empty queue name"),
+        (lambda app: check_queue(app, "q", threshold=-1), "threshold=-1: expected an integer >= 0"),
+        (lambda app: check_queue(app, "q", threshold=True), "threshold=True: expected an integer >= 0"),
+        (
+            lambda app: check_queue(app, "q" * 256),
+            "queue='qqqq…': expected a queue name of at most 255 characters",
+        ),
         (
             lambda app: check_queue(app, "q", cache_seconds=-1),
-            "cache_seconds must be a number of seconds >= 0 (0 disables), got -1",
+            "cache_seconds=-1: expected a finite number of seconds >= 0",
         ),
     ],
 )
 def test_invalid_arguments_raise_value_error_naming_them(call: Any, message: str) -> None:
-    """Bad arguments fail fast with a ValueError that names the argument and the value."""
+    """Bad arguments fail fast with a ConfigurationError (a ValueError) that names the argument and the value."""
     app = make_app(f"redis://127.0.0.1:{closed_port()}/0", "invalid")
 
     with pytest.raises(ValueError) as raised:
