@@ -4,7 +4,8 @@ HeartbeatError
 ├── ConfigurationError    (also a ValueError: a bad setting or argument, named key, redacted value)
 ├── UnsupportedSchedule   (also a ValueError: a beat schedule no monitor can express; sync skips it)
 ├── ProviderError         (a monitoring provider's management API call failed; safe to print)
-└── BrokerDown            (a health probe could not reach the broker within its deadline)
+├── BrokerDown            (a health probe could not reach the broker within its deadline)
+└── ProbeStateError       (a container probe's state file is unreadable or of an unknown shape)
 
 Delivery problems never raise: a monitoring endpoint's trouble is logged and
 counted, never passed on to the task that happened to trigger the ping.
@@ -50,3 +51,7 @@ class ProviderError(HeartbeatError):
 
 class BrokerDown(HeartbeatError):
     """The broker could not be reached, or failed, within the probe's deadline."""
+
+
+class ProbeStateError(HeartbeatError):
+    """A probe state file cannot be read or does not have the expected shape; the message names the file."""

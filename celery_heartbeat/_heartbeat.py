@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from celery_heartbeat.config.liveness import BeatLiveness
 from celery_heartbeat.config.monitor import Monitor, MonitorValue, parse_monitor
 from celery_heartbeat.config.registry import Registry, check_name
 from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.probe.wiring import ProbeWiring
 
 logger = logging.getLogger("celery_heartbeat")
 
@@ -58,7 +60,9 @@ class Heartbeat:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is pending, waiting at most `timeout` seconds; True when nothing is left."""
-        return self._wiring.delivery.flush(timeout)
+        end = time.monotonic() + timeout
+        drained = self._hooks.drain(timeout)  # main process: what pool processes handed over first
+        return self._wiring.delivery.flush(max(0.0, end - time.monotonic())) and drained
 
     def stats(self) -> dict[str, int]:
         """This process's counters: sent, failed, rejected, retried, coalesced, dropped, pending."""
@@ -69,6 +73,10 @@ class Heartbeat:
         state = self._state
         if state.liveness is not None:
             beat_liveness.disable(state)
+        if isinstance(state.probes, ProbeWiring):
+            state.probes.disconnect()
+            state.probes = None
+        self._hooks.close_handover(self.settings.shutdown_timeout)
         self._wiring.delivery.close(self.settings.shutdown_timeout)
         if peek(state.app) is state:
             forget(state.app)
@@ -84,6 +92,9 @@ class Heartbeat:
 
     def _activate(self) -> None:
         self._hooks.connect_lifecycle()
+        probes = ProbeWiring(self._state)  # inert until a worker or beat starts with probe settings
+        self._state.probes = probes
+        probes.connect()
         self._apply_enabled()
 
     def _apply_enabled(self) -> None:

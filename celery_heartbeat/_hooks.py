@@ -23,7 +23,10 @@ from celery_heartbeat._ping import Ping
 from celery_heartbeat._state import AppState, peek, real_app
 from celery_heartbeat._wiring import Wiring
 from celery_heartbeat.beat.liveness import on_beat_start
+from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.names import is_internal
+from celery_heartbeat.config.providers import Kind
+from celery_heartbeat.delivery.handover import Handover, Route, RunEvent
 from celery_heartbeat.sync.engine import sync_in_background
 
 logger = logging.getLogger("celery_heartbeat")
@@ -48,6 +51,9 @@ class Hooks:
         self._shutdown_started: float | None = None
         self._status: str | None = None
         self._errors_logged: set[str] = set()
+        self._runs_worker = False  # this process is a worker of this app (worker_init)
+        #: Prefork only: pool processes hand run events to the main process (made before the first fork).
+        self.handover: Handover | None = None
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -67,6 +73,7 @@ class Hooks:
             (signals.task_success, self.on_success),
             (signals.task_failure, self.on_failure),
             (signals.task_revoked, self.on_revoked),
+            (signals.worker_before_create_process, self.on_before_create_process),
             (signals.worker_shutting_down, self.on_shutting_down),
             (signals.worker_process_shutdown, self.on_process_shutdown),
             (signals.worker_shutdown, self.on_worker_shutdown),
@@ -108,11 +115,7 @@ class Hooks:
             monitor = wiring.monitor_for_run(task.name, args, kwargs)
             if monitor is None:
                 return
-            retries = task.request.retries or 0
-            admitted = wiring.delivery.runs.start(monitor.url, task_id, retries)
-            wants = wiring.settings.send_start if monitor.start is None else monitor.start
-            if admitted and wants and retries == 0 and monitor.supports("start"):
-                wiring.delivery.sender.submit(Ping(monitor, "start", task_id))
+            self._emit(wiring, "start", monitor, task_id, retries=task.request.retries or 0)
         except Exception:
             self._guard_error("task_prerun")
 
@@ -128,8 +131,7 @@ class Hooks:
             task_id = request.id
             if task_id is None:
                 return
-            if wiring.delivery.runs.success(monitor.url, task_id):
-                wiring.delivery.sender.submit(Ping(monitor, "success", task_id))
+            self._emit(wiring, "success", monitor, task_id)
         except Exception:
             self._guard_error("task_success")
 
@@ -140,11 +142,56 @@ class Hooks:
         monitor = wiring.monitor_for_run(task.name, args, kwargs)
         if monitor is None:
             return
-        if not wiring.delivery.runs.failure(monitor.url, task_id):
-            return
-        wants = wiring.settings.send_failure if monitor.failure is None else monitor.failure
-        if wants and monitor.supports("failure"):
-            wiring.delivery.sender.submit(Ping(monitor, "failure", task_id, detail=detail))
+        self._emit(wiring, "failure", monitor, task_id, detail=detail)
+
+    # -- decide and send (here, or in the main process for prefork pool processes) ---------
+
+    def _emit(
+        self, wiring: Wiring, kind: Kind, monitor: Monitor, run_id: str, retries: int = 0, detail: str | None = None
+    ) -> None:
+        owed = False
+        handover = self.handover
+        if handover is not None and handover.active:  # only in a prefork worker
+            route = handover.offer(RunEvent(kind, monitor, run_id, retries, detail))
+            if route is Route.HANDED:
+                return
+            owed = route is Route.OWED
+        self._decide(wiring, kind, monitor, run_id, retries, detail, owed, time.monotonic())
+
+    def apply(self, event: RunEvent, owed: bool = False) -> None:
+        """Decide and send an event handed over by a pool process (the main process's reader thread).
+
+        `owed`: a finish whose start went out from another process: it pings whatever this
+        process's coalescing says.
+        """
+        e = event
+        self._decide(self.wiring, e.kind, e.monitor, e.run_id, e.retries, e.detail, owed, e.created)
+
+    def _decide(
+        self,
+        wiring: Wiring,
+        kind: Kind,
+        monitor: Monitor,
+        run_id: str,
+        retries: int,
+        detail: str | None,
+        owed: bool,
+        created: float,
+    ) -> None:
+        """Whether a run event pings (coalescing, once per run); submit its ping."""
+        settings, runs = wiring.settings, wiring.delivery.runs
+        if kind == "start":
+            admitted = runs.start(monitor.url, run_id, retries)
+            wants = settings.send_start if monitor.start is None else monitor.start
+            if admitted and wants and retries == 0 and monitor.supports("start"):
+                wiring.delivery.sender.submit(Ping(monitor, "start", run_id, created=created))
+        elif kind == "success":
+            if owed or runs.success(monitor.url, run_id):
+                wiring.delivery.sender.submit(Ping(monitor, "success", run_id, created=created))
+        elif runs.failure(monitor.url, run_id):  # once per run, also when owed
+            wants = settings.send_failure if monitor.failure is None else monitor.failure
+            if wants and monitor.supports("failure"):
+                wiring.delivery.sender.submit(Ping(monitor, "failure", run_id, detail=detail, created=created))
 
     def on_failure(
         self,
@@ -186,6 +233,7 @@ class Hooks:
         try:
             if not self._mine(getattr(sender, "app", None)):
                 return
+            self._runs_worker = True
             self.confirm("worker start")
             wiring = self.wiring
             self._status = "disabled (heartbeat_enabled is False): this worker sends no pings"
@@ -204,6 +252,25 @@ class Hooks:
                 self._announce()
         except Exception:
             self._guard_error("worker_init")
+
+    def on_before_create_process(self, **_: Any) -> None:
+        # Prefork only, in the main process, before each fork: children inherit the channel.
+        try:
+            if self._runs_worker:
+                if self.handover is None:
+                    self.handover = Handover(self.apply)
+                self.handover.open()
+        except Exception:
+            self._guard_error("worker_before_create_process")
+
+    def drain(self, timeout: float) -> bool:
+        """Main process: wait until what pool processes handed over was applied; True when done."""
+        return True if self.handover is None else self.handover.drain(timeout)
+
+    def close_handover(self, timeout: float) -> None:
+        """Main process: apply what pool processes handed over, then decide everything here."""
+        if self.handover is not None:
+            self.handover.close(timeout)
 
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         try:
@@ -277,7 +344,9 @@ class Hooks:
                 # One budget for the whole shutdown: children and this process flushed in parallel.
                 budget = max(0.0, budget - (time.monotonic() - self._shutdown_started))
                 self._shutdown_started = None
-            if not self.wiring.delivery.flush(budget):
+            end = time.monotonic() + budget
+            self.close_handover(budget)  # the pool processes are gone: apply what they handed over
+            if not self.wiring.delivery.flush(max(0.0, end - time.monotonic())):
                 stats = self.wiring.delivery.stats()
                 logger.warning("celery-heartbeat: %d ping(s) not delivered at shutdown", stats["pending"])
         except Exception:

@@ -46,6 +46,10 @@ class AppState:
         self.liveness: BeatLiveness | None = None
         #: The health checks' probe cache (owned by `health.checks`).
         self.health: object | None = None
+        #: Duplicate-beat detection running in this beat process (owned by `beat.announcer`).
+        self.beat_watch: object | None = None
+        #: The container probes' bootsteps, receivers and runtime (owned by `probe.wiring`).
+        self.probes: object | None = None
         #: Things done at most once per process for this app (e.g. "sync on beat start").
         self.done: set[str] = set()
         #: Set by the installed handle: reads the configuration again once (it may load after install()).

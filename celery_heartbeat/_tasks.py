@@ -22,6 +22,7 @@ from celery_heartbeat._ping import Ping
 from celery_heartbeat._redact import redact, redact_value
 from celery_heartbeat._state import peek, registry_of, settings_of
 from celery_heartbeat._transport import RequestsTransport
+from celery_heartbeat.beat.duplicates import describe, duplicate_beats
 from celery_heartbeat.config.monitor import Monitor, parse_monitor
 from celery_heartbeat.config.names import BEAT_TASK, PING_TASK
 from celery_heartbeat.config.providers import Kind, WireRequest
@@ -182,13 +183,28 @@ def beat_liveness_task(self: Task) -> None:
         liveness = state.liveness if state is not None else None
         if liveness is None:
             logger.error(
-                "celery-heartbeat: beat-liveness task received, but this worker's app has no "
-                "install_beat_liveness() / heartbeat_beat_url: configure it where workers import the app"
+                "celery-heartbeat: beat-liveness task received, but this worker's app has no beat liveness "
+                "(heartbeat_beat_url / install_beat_liveness()). If you turned it off, beat still has the "
+                "'celery-heartbeat-beat-liveness' entry: with django-celery-beat, restart beat once (it then "
+                "disables that periodic task) or disable it in the admin; with another persistent scheduler, "
+                "delete the entry from its store. If you want it on, configure it where the workers import the app."
             )
             return
-        wire, outcome = send_now(liveness.monitor, "success", settings, run_id=self.request.id)
+        # -- duplicate beats (beat/duplicates.py): the beat that sent this message found others.
+        beats = duplicate_beats(self.request)
+        if beats:
+            logger.error("celery-heartbeat: %s; every periodic task is sent more than once", describe(beats))
+            if not _wants(liveness.monitor, "failure", settings):
+                return  # never a success ping while beats are duplicated: silence alarms instead
+            kind: Kind = "failure"
+        else:
+            kind = "success"
+        # -- end duplicate beats
+        wire, outcome = send_now(
+            liveness.monitor, kind, settings, run_id=self.request.id, detail=describe(beats) if beats else None
+        )
         if wire is not None and outcome is not None:
-            _log(wire, outcome, "beat-liveness ping")
+            _log(wire, outcome, "beat-liveness ping" if kind == "success" else "duplicate-beats failure ping")
     except Exception:
         logger.exception("celery-heartbeat: beat-liveness ping failed")
 

@@ -16,7 +16,7 @@ import click
 from celery import Celery
 from celery.bin.base import CeleryCommand, handle_preload_options
 
-from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat._exceptions import BrokerDown, ConfigurationError
 from celery_heartbeat._redact import redact
 from celery_heartbeat._state import registry_of, settings_of
 from celery_heartbeat._tasks import resolve_target, send_now
@@ -28,6 +28,7 @@ from celery_heartbeat.config.names import BEAT_TASK, is_internal
 from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.config.registry import Registry, is_glob
 from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.health.coverage import coverage_of, schedule_routes
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -46,9 +47,19 @@ def _app(ctx: click.Context) -> Celery:
     return app
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(message, err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+def _require_named_app(ctx: click.Context) -> None:
+    """Exit 2 without `-A`: Celery then hands over its empty default app, and a check of it passes vacuously."""
+    if ctx.find_root().params.get("app") is None:
+        _fail(
+            "no Celery app given: run `celery -A proj heartbeat check` (or set CELERY_APP). "
+            "Without -A this would check Celery's empty default app, which always passes.",
+            code=2,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,16 @@ def _show(monitor: Monitor | None) -> str:
     return f"{monitor.provider} {redact(monitor.url)}"
 
 
+def _loses_failures(monitor: Monitor | None, settings: Settings) -> bool:
+    """A task monitor that wants failure pings but whose provider has no failure signal (generic URLs)."""
+    if monitor is None or monitor.supports("failure"):
+        return False
+    return settings.send_failure if monitor.failure is None else monitor.failure
+
+
+_SUCCESS_ONLY = "  (success pings only: generic URLs get no failure pings)"
+
+
 def _schedule(app: Celery, value: Any) -> str:
     from celery.schedules import maybe_schedule
 
@@ -124,9 +145,23 @@ def heartbeat(ctx: click.Context, /, **_: Any) -> None:
 
 @heartbeat.command(cls=CeleryCommand)
 @click.option("--strict", is_flag=True, help="Exit 1 when a periodic task has no monitor.")
+@click.option(
+    "--consumers",
+    is_flag=True,
+    help="Also ask the live workers which queues they consume; exit 1 when a beat entry's "
+    "(or monitored task's) queue has none, 2 when the broker cannot be reached.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="With --consumers: the longest wait for workers' answers.",
+)
 @click.pass_context
-def check(ctx: click.Context, strict: bool) -> None:
+def check(ctx: click.Context, strict: bool, consumers: bool, timeout: float) -> None:
     """List beat entries and mapped tasks with their monitors (URLs redacted)."""
+    _require_named_app(ctx)
     app = _app(ctx)
     try:
         view = _View.load(app)
@@ -136,16 +171,24 @@ def check(ctx: click.Context, strict: bool) -> None:
     except ConfigurationError as exc:
         _fail(f"configuration error: {exc}")
 
+    enabled = view.settings.enabled
+    if not enabled:
+        click.echo(
+            "celery-heartbeat is DISABLED (heartbeat_enabled=False): no pings are sent; "
+            "the monitors below are what it would ping.\n"
+        )
     click.echo(f"Beat schedule ({len(rows)} entries):")
     for row in rows:
         unknown = "" if row.task in app.tasks else "  (task not registered here)"
         note = f"  [{row.why}]" if row.why else f"  ({row.problem})" if row.problem else ""
         shown = f"{row.task} {_schedule(app, row.schedule)} -> {_show(row.monitor)}"
-        click.echo(f"  {row.name}: {shown}{note}{unknown}")
+        generic = _SUCCESS_ONLY if row.task != BEAT_TASK and _loses_failures(row.monitor, view.settings) else ""
+        click.echo(f"  {row.name}: {shown}{note}{generic}{unknown}")
     with_monitor = [(name, monitor) for name, monitor in mapped if monitor is not None]
     click.echo(f"\nTasks with a monitor ({len(with_monitor)} of {len(names)}):")
     for name, monitor in with_monitor:
-        click.echo(f"  {name} -> {_show(monitor)}  [{view.source(name)}]")
+        generic = _SUCCESS_ONLY if _loses_failures(monitor, view.settings) else ""
+        click.echo(f"  {name} -> {_show(monitor)}  [{view.source(name)}]{generic}")
     canvas_names = sorted(k for k in view.settings.urls if not is_glob(k) and "." not in k and k not in app.tasks)
     if canvas_names:
         click.echo(f"\nMonitor names for canvases ({len(canvas_names)}):")
@@ -156,13 +199,52 @@ def check(ctx: click.Context, strict: bool) -> None:
         click.echo(f"\nheartbeat_urls entries that match no task (typo?): {', '.join(unmatched)}")
     for warning in warnings:
         click.echo(f"\nwarning: {warning}")
+    success_only = sorted({name for name, monitor in with_monitor if _loses_failures(monitor, view.settings)})
+    if success_only:
+        click.echo(
+            f"\n{len(success_only)} task(s) ping generic URLs, which get success pings only: a failure sends "
+            'nothing, so the monitor alerts only when its expected ping is late. Set "provider" in a '
+            "monitor dict if the host is a known service under another name."
+        )
     missing = [row.name for row in rows if row.monitor is None]
-    if missing:
+    code = 0
+    if not enabled:
+        click.echo("\nheartbeat_enabled is False: no periodic task is monitored.")
+        code = 1 if strict else 0
+    elif missing:
         click.echo(f"\n{len(missing)} periodic task(s) without a monitor: {', '.join(missing)}")
-        if strict:
-            sys.exit(1)
+        code = 1 if strict else 0
     else:
         click.echo("\nEvery periodic task has a monitor.")
+    if consumers:
+        code = max(code, _check_consumers(app, timeout))
+    sys.exit(code)
+
+
+def _check_consumers(app: Celery, timeout: float) -> int:
+    """Print each beat entry and monitored task whose queue no live worker consumes; the exit code."""
+    routes = schedule_routes(app)
+    try:
+        coverage = coverage_of(app, routes, timeout=timeout)
+    except BrokerDown as exc:
+        click.echo(f"\nQueue consumers: cannot ask the workers: {exc}", err=True)
+        return 2
+    workers = len(coverage.workers)
+    click.echo(f"\nQueue consumers ({workers} worker{'s' if workers != 1 else ''} answered within {timeout:g} s):")
+    for queue in sorted({route.queue for route in routes if route.queue is not None}):
+        found = coverage.consumers.get(queue, [])
+        click.echo(f"  {queue}: {', '.join(found) if found else 'NO CONSUMER'}")
+    gaps = coverage.uncovered()
+    for route in gaps:
+        if route.queue is None:
+            click.echo(f"  {route.label()}: {route.problem}")
+    if not gaps:
+        click.echo("Every beat entry's and monitored task's queue has a live consumer.")
+        return 0
+    click.echo(f"\n{len(gaps)} beat entr(ies) or task(s) sent to a queue no live worker consumes (they never run):")
+    for route in gaps:
+        click.echo(f"  {route.label()} -> {route.queue or '?'}")
+    return 1
 
 
 def _find_monitor(view: _View, target: str) -> Monitor | None:

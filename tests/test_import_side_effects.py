@@ -46,3 +46,15 @@ def test_import_and_install_start_nothing_and_touch_no_network() -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True)
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"threads": 1, "connects": [], "import_changed": False, "install_added": 1} == facts
+
+
+def test_importing_the_package_loads_no_celery_until_a_name_is_used() -> None:
+    """`import celery_heartbeat` is lazy (the probe path needs that); the first public name loads Celery."""
+    script = (
+        "import json, sys, celery_heartbeat, celery_heartbeat.probe\n"
+        "before = 'celery' in sys.modules or 'kombu' in sys.modules\n"
+        "celery_heartbeat.install\n"
+        "print(json.dumps([before, 'celery' in sys.modules, sorted(dir(celery_heartbeat)) == dir(celery_heartbeat)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert [False, True, True] == json.loads(out.stdout.strip().splitlines()[-1])

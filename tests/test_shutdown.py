@@ -186,7 +186,8 @@ def start_worker(tmp_path: Path, unique_name: str, redis_url: str, clean_env: di
 
 
 def test_prefork_recycling_loses_no_ping(start_worker: Any) -> None:
-    """With max_tasks_per_child=1 every run's success ping is delivered before its child exits."""
+    """With max_tasks_per_child=1 every run's success ping is delivered (or replaced by a newer one of its
+    monitor) although its child exits at once: the child handed it to the main process."""
     with PingReceiver() as rx:
         rx.respond(200, delay=0.3)  # each ping is still in flight when its child wants to exit
         urls = {"hb.add": {"url": rx.url("recycled"), "provider": "healthchecks"}}
@@ -194,13 +195,14 @@ def test_prefork_recycling_loses_no_ping(start_worker: Any) -> None:
         worker = start_worker(urls, settings, "prefork", "-c", "2", "--max-tasks-per-child", "1")
         results = [worker.client.send_task("hb.add", args=(i, 1)) for i in range(4)]
         assert [i + 1 for i in range(4)] == [r.get(timeout=30) for r in results]
-        pings = rx.wait_for(4, name="recycled", timeout=20)
-        assert sorted(r.id for r in results) == sorted(p.query["rid"] for p in pings)
+        rx.wait_for(1, name="recycled", timeout=20)
         worker.terminate()
-        children = worker.stats("child")
+        stats = worker.stats("child") + worker.stats("main")
+        arrived = [p.query["rid"] for p in rx.pings_for("recycled")]
         assert 0 == worker.proc.returncode
-        assert 4 == sum(s["sent"] for s in children)
-        assert [0] * len(children) == [s["pending"] for s in children]
+        assert set(arrived) <= {r.id for r in results}
+        assert (4, len(arrived)) == (sum(s["sent"] + s["coalesced"] for s in stats), sum(s["sent"] for s in stats))
+        assert [0] * len(stats) == [s["pending"] for s in stats]
         assert [] == our_tracebacks(worker.output())
 
 
@@ -235,7 +237,8 @@ def test_sigterm_with_a_hanging_endpoint_exits_within_the_shutdown_timeout(start
             worker.client.send_task("hb.stuck")
             rx.wait_for(1, name="stuck", timeout=20)
         assert [2, 3] == [worker.run("hb.add", 1, i) for i in (1, 2)]
-        rx.wait_for(1, name="hang")
+        if pool != "prefork":  # prefork: the main process's sender holds them, behind the hanging "stuck" ping
+            rx.wait_for(1, name="hang")
         elapsed = worker.terminate()
         assert elapsed <= shutdown_timeout + 2.0, f"shutdown took {elapsed:.2f}s"
         assert 0 == worker.proc.returncode

@@ -24,6 +24,9 @@ from celery import Celery
 
 from celery_heartbeat.config.names import is_internal
 
+#: The send options a django-celery-beat row carries (its DatabaseScheduler passes them on).
+_ROW_OPTIONS = ("queue", "exchange", "routing_key", "priority")
+
 
 @dataclass(frozen=True)
 class BeatEntry:
@@ -36,6 +39,8 @@ class BeatEntry:
     schedule: Any
     tz: dt.tzinfo | None
     source: str = "beat_schedule"
+    #: The entry's send options (``queue``, ``exchange``, ``routing_key``, ...), as beat passes them.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,7 +84,9 @@ def _is_lazy(value: Any) -> bool:
     return False
 
 
-def _entry(app: Celery, name: str, task: str, args: Any, kwargs: Any, schedule: Any, source: str) -> BeatEntry:
+def _entry(
+    app: Celery, name: str, task: str, args: Any, kwargs: Any, schedule: Any, source: str, options: Any = None
+) -> BeatEntry:
     if not isinstance(task, str) or not task:
         raise ValueError(f"'task' must be a task name, not {task!r}")
     args = tuple(args or ())
@@ -94,6 +101,7 @@ def _entry(app: Celery, name: str, task: str, args: Any, kwargs: Any, schedule: 
         schedule=schedule,
         tz=_own_zone(schedule) or app.timezone,
         source=source,
+        options=dict(options or {}),
     )
 
 
@@ -105,7 +113,8 @@ def _from_config(app: Celery, read: EntriesRead, skip: set[str]) -> None:
             continue
         try:
             schedule = maybe_schedule(spec["schedule"], spec.get("relative", False), app=app)
-            entry = _entry(app, name, spec["task"], spec.get("args"), spec.get("kwargs"), schedule, "beat_schedule")
+            args, kwargs, options = spec.get("args"), spec.get("kwargs"), spec.get("options")
+            entry = _entry(app, name, spec["task"], args, kwargs, schedule, "beat_schedule", options)
         except Exception as exc:
             read.warnings.append(f"beat entry {name!r}: cannot be monitored: {exc}")
             continue
@@ -141,7 +150,9 @@ def _from_django(app: Celery, read: EntriesRead) -> set[str]:
         try:
             args = json.loads(row.args or "[]")
             kwargs = json.loads(row.kwargs or "{}")
-            entry = _entry(app, row.name, row.task, args, kwargs, row.schedule, "django_celery_beat")
+            options = {key: getattr(row, key, None) for key in _ROW_OPTIONS}
+            options = {key: value for key, value in options.items() if value is not None}
+            entry = _entry(app, row.name, row.task, args, kwargs, row.schedule, "django_celery_beat", options)
         except Exception as exc:
             read.warnings.append(f"beat entry {row.name!r}: cannot be monitored: {exc}")
             continue

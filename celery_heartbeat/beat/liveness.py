@@ -17,11 +17,21 @@ import math
 from typing import Any
 
 from celery_heartbeat._state import AppState, peek
+from celery_heartbeat.beat.announcer import watch_for_duplicates
 from celery_heartbeat.config.liveness import ENTRY_NAME, BeatLiveness
 
 logger = logging.getLogger("celery_heartbeat")
 
-__all__ = ["ENTRY_NAME", "BeatLiveness", "disable", "enable", "entry_for", "liveness_of", "on_beat_start"]
+__all__ = [
+    "ENTRY_NAME",
+    "BeatLiveness",
+    "disable",
+    "disable_leftover_entry",
+    "enable",
+    "entry_for",
+    "liveness_of",
+    "on_beat_start",
+]
 
 
 def liveness_of(app: Any) -> BeatLiveness | None:
@@ -65,11 +75,40 @@ def entry_for(scheduler: Any, liveness: BeatLiveness) -> dict[str, Any]:
     backlog burst after an outage.)
     """
     entry = liveness.entry()
-    if type(scheduler).__module__.startswith("django_celery_beat"):
+    if _is_database_scheduler(scheduler):
         options = {k: v for k, v in entry["options"].items() if k != "expires"}
         options["expire_seconds"] = max(1, math.ceil(liveness.every))
         entry["options"] = options
+        entry["enabled"] = True  # a row disabled while liveness was off must run again
     return entry
+
+
+def _is_database_scheduler(scheduler: Any) -> bool:
+    return type(scheduler).__module__.startswith("django_celery_beat")
+
+
+def disable_leftover_entry(scheduler: Any) -> int:
+    """Beat starts without beat liveness: disable the row a database scheduler kept from an earlier run.
+
+    django-celery-beat keeps the entry in its table after `heartbeat_beat_url`
+    is removed, so beat would go on sending a task no worker is set up to
+    ping for. Saving the row (not a bulk update) tells the scheduler that its
+    schedule changed. Returns the number of rows disabled.
+    """
+    if not _is_database_scheduler(scheduler):
+        return 0
+    disabled = 0
+    for row in scheduler.Model.objects.filter(name=ENTRY_NAME, enabled=True):
+        row.enabled = False
+        row.save()
+        disabled += 1
+    if disabled:
+        logger.info(
+            "celery-heartbeat: beat liveness is off: disabled django-celery-beat's %r periodic task "
+            "left from an earlier run",
+            ENTRY_NAME,
+        )
+    return disabled
 
 
 def on_beat_start(state: AppState, sender: Any) -> None:
@@ -77,6 +116,11 @@ def on_beat_start(state: AppState, sender: Any) -> None:
     try:
         liveness = state.liveness
         if liveness is None:
+            # Only a scheduler beat has built (it has by beat_init): building one here would create
+            # a schedule file in the working directory.
+            scheduler = vars(sender).get("scheduler")
+            if scheduler is not None:
+                disable_leftover_entry(scheduler)  # (django-celery-beat keeps it in its table)
             return
         if _apply_to_conf(state, liveness):
             logger.warning(
@@ -89,3 +133,9 @@ def on_beat_start(state: AppState, sender: Any) -> None:
         logger.info("celery-heartbeat: beat liveness every %gs (%s)", liveness.every, ENTRY_NAME)
     except Exception:
         logger.exception("celery-heartbeat: could not add the beat-liveness entry to the scheduler")
+        return
+    try:
+        if state.current_settings().detect_duplicate_beats:
+            watch_for_duplicates(state, liveness.every, liveness.queue)
+    except Exception:
+        logger.exception("celery-heartbeat: could not start duplicate-beat detection (the schedule is unaffected)")

@@ -8,6 +8,7 @@ docs test) reads the list from here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
@@ -65,6 +66,23 @@ def _attempts(key: str, value: object) -> int:
     return checks.integer(key, value, minimum=1)
 
 
+def _probe_dir(key: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None  # an unset environment variable
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(key, value, "expected a directory path")
+    return value.strip()
+
+
+def _probe_port(key: str, value: object) -> int | None:
+    port = checks.optional_integer(key, value, minimum=1)
+    if port is not None and port > 65535:
+        raise ConfigurationError(key, value, "expected a TCP port 1..65535")
+    return port
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every `heartbeat_*` setting, validated. Field names are the setting names without the prefix."""
@@ -96,6 +114,11 @@ class Settings:
     grace: float = field(default=300.0, metadata=check(_positive))
     monitor_prefix: str = field(default="", metadata=check(auto.monitor_prefix))
     sync_on_beat_start: bool = field(default=False, metadata=check(checks.boolean))
+    #: With beat liveness: alarm when two beats dispatch one schedule (beat/duplicates.py).
+    detect_duplicate_beats: bool = field(default=True, metadata=check(checks.boolean))
+    # Container probes (celery_heartbeat/probe/): where the state files go, and the worker's HTTP port.
+    probe_dir: str | None = field(default=None, metadata=check(_probe_dir))
+    probe_port: int | None = field(default=None, metadata=check(_probe_port))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))}" for f in fields(self))

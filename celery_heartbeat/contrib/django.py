@@ -27,7 +27,8 @@ Options go in as extra view arguments, Django's usual way::
     path("health/celery/queue/<str:queue_name>", celery_queue_health, {"threshold": 500}),
 
 accepted keys: ``app`` (overrides the setting), ``timeout``, ``min_workers``,
-``queue``, ``threshold``, ``details`` and ``cache_seconds`` (see
+``queue``, ``threshold``, ``details``, ``cache_seconds`` and ``coverage``
+(also per request: ``?coverage=1``; see
 :func:`celery_heartbeat.health.check_workers`). Only GET and HEAD are
 answered. Needs ``pip install 'celery-heartbeat[django]'``.
 """
@@ -65,7 +66,7 @@ def celery_health(request: Any, *, app: Any = None, **options: Any) -> Any:
     """``GET /health/celery``: are enough Celery workers alive?"""
     if request.method not in ("GET", "HEAD"):
         return HttpResponseNotAllowed(["GET", "HEAD"])
-    return _response(workers_answer(_celery_app(app), ProbeOptions(**options)))
+    return _response(workers_answer(_celery_app(app), ProbeOptions(**options), request.GET.get("coverage")))
 
 
 def celery_queue_health(request: Any, queue_name: str, *, app: Any = None, **options: Any) -> Any:

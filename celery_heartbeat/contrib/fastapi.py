@@ -62,11 +62,13 @@ def health_router(
     threshold: int = 1000,
     details: bool = False,
     cache_seconds: float = 1.0,
+    coverage: bool = False,
 ) -> APIRouter:
     """An APIRouter with ``GET /health/celery`` and ``GET /health/celery/queue/{queue_name}``.
 
-    ``timeout``, ``min_workers``, ``queue``, ``details`` and ``cache_seconds``
-    are passed to :func:`celery_heartbeat.health.check_workers`; ``threshold``
+    ``timeout``, ``min_workers``, ``queue``, ``details``, ``cache_seconds`` and
+    ``coverage`` (also per request: ``?coverage=1``) are passed to
+    :func:`celery_heartbeat.health.check_workers`; ``threshold``
     is the queue endpoint's default when the request has no ``?threshold=``.
     """
     options = ProbeOptions(
@@ -76,13 +78,20 @@ def health_router(
         threshold=threshold,
         details=details,
         cache_seconds=cache_seconds,
+        coverage=coverage,
     )
     router = APIRouter(tags=["health"])
 
     @router.get(WORKERS_PATH, response_class=Response, responses=_RESPONSES)
-    def celery_health() -> Response:
-        """Are enough Celery workers alive?"""
-        return _response(workers_answer(celery_app, options))
+    def celery_health(
+        coverage: Annotated[
+            Optional[bool],
+            Query(description="Also require a live consumer for every beat entry's and monitored task's queue"),
+        ] = None,
+    ) -> Response:
+        """Are enough Celery workers alive (and, with coverage, is every periodic task's queue consumed)?"""
+        raw = None if coverage is None else str(int(coverage))
+        return _response(workers_answer(celery_app, options, raw))
 
     @router.get(QUEUE_PATH, response_class=Response, responses=_RESPONSES)
     def celery_queue_health(

@@ -52,11 +52,13 @@ def health_blueprint(
     threshold: int = 1000,
     details: bool = False,
     cache_seconds: float = 1.0,
+    coverage: bool = False,
 ) -> Blueprint:
     """A Blueprint with ``GET /health/celery`` and ``GET /health/celery/queue/<queue_name>``.
 
-    ``timeout``, ``min_workers``, ``queue``, ``details`` and ``cache_seconds``
-    are passed to :func:`celery_heartbeat.health.check_workers`; ``threshold``
+    ``timeout``, ``min_workers``, ``queue``, ``details``, ``cache_seconds`` and
+    ``coverage`` (also per request: ``?coverage=1``) are passed to
+    :func:`celery_heartbeat.health.check_workers`; ``threshold``
     is the queue endpoint's default when the request has no ``?threshold=``.
     Pass another ``name`` to register two blueprints (two Celery apps) on one
     Flask app.
@@ -68,12 +70,13 @@ def health_blueprint(
         threshold=threshold,
         details=details,
         cache_seconds=cache_seconds,
+        coverage=coverage,
     )
     blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
 
     @blueprint.get(WORKERS_PATH)
     def celery_health() -> Response:
-        return _response(workers_answer(celery_app, options))
+        return _response(workers_answer(celery_app, options, request.args.get("coverage")))
 
     @blueprint.get(QUEUE_PATH.replace("{queue_name}", "<queue_name>"))
     def celery_queue_health(queue_name: str) -> Response:

@@ -1,6 +1,7 @@
 """Broker access for the health probes: bounded connections, early-exit broadcasts, depth.
 
-Everything here runs against a deadline (a ``time.monotonic()`` value):
+Everything here runs against a deadline (a ``time.monotonic()`` value), set
+after :func:`load_transport` has done the one-time imports:
 
 - :func:`probe_connection` opens a *fresh* connection (never the app's pool, so
   a probe cannot wait for a pooled connection) with every socket timeout set
@@ -35,6 +36,10 @@ logger = logging.getLogger("celery_heartbeat.health")
 _FIRST_PAUSE = 0.002
 _LONGEST_PAUSE = 0.02
 
+#: What stays in a finished probe's Redis reply list until it expires (default: Celery's 10 s).
+_TOMBSTONE = b"celery-heartbeat: probe finished"
+_TOMBSTONE_SECONDS = 10.0
+
 #: Replies collected so far: worker host name -> that worker's reply.
 Replies = dict[str, Any]
 
@@ -47,6 +52,21 @@ def remaining(deadline: float) -> float:
 def _error_types(conn: Any) -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (OSError, KombuError, socket.timeout)
     return errors + tuple(conn.connection_errors) + tuple(conn.channel_errors)
+
+
+def load_transport(app: Any, *, for_write: bool) -> None:
+    """Import the broker's transport and its client library now, before a probe's deadline starts.
+
+    A one-time cost (kombu's Redis transport imports ``redis``: up to a second
+    on a loaded machine) that, counted against a probe's timeout, made a fresh
+    process (the CLI, a web app's first probe) report live workers as missing.
+    Creating a transport object connects nothing.
+    """
+    conn = (app.connection_for_write if for_write else app.connection_for_read)()
+    try:
+        conn.transport  # noqa: B018 - resolves, imports and instantiates the transport class
+    finally:
+        conn.release()
 
 
 @contextlib.contextmanager
@@ -191,7 +211,26 @@ def broadcast_until(
     finally:
         with contextlib.suppress(*_error_types(conn)):
             channel.after_reply_message_received(reply_queue.name)
+            _expire_late_replies(conn, channel, reply_queue.name, conf.control_queue_expires)
     return replies
+
+
+def _expire_late_replies(conn: Any, channel: Any, queue: str, expires: float | None) -> None:
+    """Leave the deleted reply list on Redis as an expiring tombstone, so late replies cannot outlive it.
+
+    A worker that looked the reply queue up before it was unbound pushes its
+    reply afterwards, and kombu's Redis transport pushes without an expiry
+    (kombu 5.3 ignores ``x-expires`` on Redis; 5.7 applies it only on channels
+    that declared the queue), leaving a key forever. A list that exists with a
+    TTL keeps it through later pushes, so the key always goes away.
+    """
+    if getattr(conn.transport, "driver_type", "") != "redis":
+        return  # RabbitMQ drops a message to an unbound queue, and expires the queue itself
+    ttl_ms = int(max(expires or _TOMBSTONE_SECONDS, 1.0) * 1000)
+    with channel.conn_or_acquire() as client, client.pipeline() as pipe:  # MULTI/EXEC: never without a TTL
+        pipe.rpush(queue, _TOMBSTONE)
+        pipe.pexpire(queue, ttl_ms)
+        pipe.execute()
 
 
 def queue_depth(conn: Any, queue: str) -> int | None:

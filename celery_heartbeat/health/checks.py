@@ -15,12 +15,13 @@ down (status ``down``), and never retries a connection inside a probe.
     check_queue(app, "default", threshold=1000).to_json()
     # '{"status":"ok","queue":"default","depth":0,"threshold":1000}'
 
-:func:`check_workers` broadcasts a ``ping`` and returns as soon as
-``min_workers`` workers have answered (so a healthy answer takes
-milliseconds, not the full timeout); only an unhealthy answer waits the
-timeout out. With ``queue=`` it asks ``active_queues`` instead and counts only
-the workers consuming that queue; it still returns as soon as enough of those
-have answered, but has to wait out the timeout when they have not.
+:func:`check_workers` asks workers for their ``active_queues`` and counts
+only those consuming one of this app's own queues (``task_default_queue``
+and ``task_queues``), or ``queue=`` when given: another app's workers that
+share the broker (and its control exchange) are not this app's workers. It
+returns as soon as ``min_workers`` of them have answered (so a healthy
+answer takes milliseconds, not the full timeout); only an unhealthy answer
+waits the timeout out.
 
 :func:`check_queue` reads the queue's depth from the broker through kombu: on
 Redis the priority sub-queues are summed and ``global_keyprefix`` honoured (an
@@ -52,14 +53,17 @@ from celery_heartbeat.config import checks
 from celery_heartbeat.health.broker import (
     Replies,
     broadcast_until,
+    load_transport,
     probe_connection,
     queue_depth,
 )
+from celery_heartbeat.health.coverage import Coverage, Route, schedule_routes
+from celery_heartbeat.health.queues import consumers_by_queue, consuming, own_queues
 
 __all__ = ["HealthReport", "HealthStatus", "check_queue", "check_workers"]
 
 #: The ``status`` of a :class:`HealthReport`.
-HealthStatus = Literal["ok", "no_workers", "too_few_workers", "backlog", "unknown_queue", "down"]
+HealthStatus = Literal["ok", "no_workers", "too_few_workers", "uncovered", "backlog", "unknown_queue", "down"]
 
 _CACHE_MAX_ENTRIES = 256
 
@@ -70,7 +74,7 @@ class HealthReport:
 
     ``body`` is read-only (reports may be shared through the result cache);
     its keys, in this order when present: ``status``, ``workers``, ``detail``,
-    ``queue``, ``depth``, ``threshold``, ``error``.
+    ``queue``, ``depth``, ``threshold``, ``uncovered``, ``error``.
     """
 
     status: HealthStatus
@@ -104,26 +108,34 @@ def check_workers(
     queue: str | None = None,
     details: bool = False,
     cache_seconds: float = 1.0,
+    coverage: bool = False,
 ) -> HealthReport:
-    """Check that at least ``min_workers`` workers answer (consuming ``queue`` if given).
+    """Check that at least ``min_workers`` workers consume this app's queues (or ``queue`` if given).
 
     Returns as soon as enough workers have answered, so ``workers`` in the
     body is then at least ``min_workers`` rather than the size of the whole
     fleet. Statuses: ``ok``, ``no_workers`` (nobody answered within
     ``timeout``), ``too_few_workers``, ``down`` (broker unreachable).
     ``details=True`` adds the answering workers' host names as ``detail``.
+
+    ``coverage=True`` also requires a live consumer for the queue of every
+    beat entry and every monitored task (resolved as Celery routes them);
+    otherwise the status is ``uncovered`` and ``uncovered`` lists each such
+    queue with the entries and tasks sent there. It then waits out the
+    timeout when a queue has no consumer.
     """
     timeout, minimum, _, cache_seconds = check_options(
         timeout=timeout, min_workers=min_workers, queue=queue, cache_seconds=cache_seconds
     )
     assert minimum is not None
     min_workers = minimum
-    key = ("workers", timeout, min_workers, queue, bool(details))
+    coverage = checks.boolean("coverage", coverage)
+    key = ("workers", timeout, min_workers, queue, bool(details), coverage)
     return _state(app).get(
         key,
         cache_seconds,
         timeout,
-        lambda: _check_workers(app, timeout, min_workers, queue, bool(details)),
+        lambda: _check_workers(app, timeout, min_workers, queue, bool(details), coverage),
     )
 
 
@@ -151,51 +163,55 @@ def check_queue(
     return _state(app).get(key, cache_seconds, timeout, lambda: _check_queue(app, queue, threshold, timeout))
 
 
-def _check_workers(app: Any, timeout: float, min_workers: int, queue: str | None, details: bool) -> HealthReport:
+def _check_workers(
+    app: Any, timeout: float, min_workers: int, queue: str | None, details: bool, coverage: bool
+) -> HealthReport:
+    wanted = frozenset((queue,)) if queue is not None else own_queues(app)
+    routes = schedule_routes(app) if coverage else []
+    load_transport(app, for_write=True)
     deadline = time.monotonic() + timeout
+    needed = frozenset(route.queue for route in routes if route.queue is not None)
+
+    def enough(answered: Replies) -> bool:
+        if len(consuming(answered, wanted)) < min_workers:
+            return False
+        return not needed or needed <= frozenset(consumers_by_queue(answered))
+
     try:
         with probe_connection(app, deadline, for_write=True) as conn:
-            if queue is None:
-                replies = broadcast_until(
-                    app,
-                    conn,
-                    "ping",
-                    deadline=deadline,
-                    enough=lambda answered: len(answered) >= min_workers,
-                )
-                names = sorted(replies)
-            else:
-                replies = broadcast_until(
-                    app,
-                    conn,
-                    "active_queues",
-                    deadline=deadline,
-                    enough=lambda answered: len(_consuming(answered, queue)) >= min_workers,
-                )
-                names = _consuming(replies, queue)
+            replies = broadcast_until(app, conn, "active_queues", deadline=deadline, enough=enough)
     except BrokerDown as exc:
         body: dict[str, Any] = {"queue": queue, "error": str(exc)}
         return HealthReport("down", _without_none(body))
+    names = consuming(replies, wanted)
+    gaps = Coverage(tuple(routes), consumers_by_queue(replies), tuple(sorted(replies))).uncovered()
     status: HealthStatus = "ok"
     if not names:
         status = "no_workers"
     elif len(names) < min_workers:
         status = "too_few_workers"
-    body = {"workers": len(names), "detail": tuple(names) if details else None, "queue": queue}
+    elif gaps:
+        status = "uncovered"
+    body = {
+        "workers": len(names),
+        "detail": tuple(names) if details else None,
+        "queue": queue,
+        "uncovered": _uncovered_body(gaps) if gaps else None,
+    }
     return HealthReport(status, _without_none(body))
 
 
-def _consuming(replies: Replies, queue: str) -> list[str]:
-    """Sorted names of the workers whose ``active_queues`` reply includes ``queue``."""
-    names = []
-    for name, reply in replies.items():
-        queues = reply if isinstance(reply, list) else []
-        if any(isinstance(q, Mapping) and q.get("name") == queue for q in queues):
-            names.append(name)
-    return sorted(names)
+def _uncovered_body(gaps: list[Route]) -> tuple[dict[str, Any], ...]:
+    """``[{"queue": "reports", "entries": ["nightly"], "tasks": ["proj.export"]}, ...]`` by queue."""
+    by_queue: dict[str | None, dict[str, Any]] = {}
+    for route in gaps:
+        item = by_queue.setdefault(route.queue, {"queue": route.queue, "entries": [], "tasks": []})
+        item["entries" if route.kind == "entry" else "tasks"].append(route.name)
+    return tuple(by_queue.values())
 
 
 def _check_queue(app: Any, queue: str, threshold: int, timeout: float) -> HealthReport:
+    load_transport(app, for_write=False)
     deadline = time.monotonic() + timeout
     try:
         with probe_connection(app, deadline, for_write=False) as conn:

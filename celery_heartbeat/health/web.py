@@ -4,7 +4,7 @@ The adapters in ``celery_heartbeat.contrib`` stay thin: each turns an
 :class:`Answer` into its framework's response. Paths, bodies and status codes
 are the same everywhere::
 
-    GET /health/celery                                -> check_workers(...)
+    GET /health/celery[?coverage=1]                   -> check_workers(...)
     GET /health/celery/queue/{queue_name}?threshold=N -> check_queue(...)
 
 200 when healthy, 503 when not, 400 for bad input (``{"error":"..."}``); JSON is
@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from celery_heartbeat._exceptions import ConfigurationError
+from celery_heartbeat.config import checks
 from celery_heartbeat.config.checks import MAX_QUEUE_NAME_LENGTH
 from celery_heartbeat.health.checks import HealthReport, check_options, check_queue, check_workers
 
@@ -39,6 +41,7 @@ class ProbeOptions:
     threshold: int = 1000
     details: bool = False
     cache_seconds: float = 1.0
+    coverage: bool = False
 
     def __post_init__(self) -> None:
         timeout, min_workers, threshold, cache_seconds = check_options(
@@ -52,6 +55,7 @@ class ProbeOptions:
         object.__setattr__(self, "min_workers", min_workers)
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "cache_seconds", cache_seconds)
+        object.__setattr__(self, "coverage", checks.boolean("coverage", self.coverage))
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,14 @@ class Answer:
         return cls(400, json.dumps({"error": message}, separators=(",", ":")))
 
 
-def workers_answer(app: Any, options: ProbeOptions) -> Answer:
-    """The answer to ``GET /health/celery``."""
+def workers_answer(app: Any, options: ProbeOptions, coverage: str | None = None) -> Answer:
+    """The answer to ``GET /health/celery[?coverage=1]`` (raw query value; default: ``options.coverage``)."""
+    check_coverage = options.coverage
+    if coverage is not None:
+        try:
+            check_coverage = checks.boolean("coverage", coverage)
+        except ConfigurationError:
+            return Answer.bad_request("coverage must be a boolean: 1/0, true/false, yes/no or on/off")
     return Answer.of(
         check_workers(
             app,
@@ -80,6 +90,7 @@ def workers_answer(app: Any, options: ProbeOptions) -> Answer:
             queue=options.queue,
             details=options.details,
             cache_seconds=options.cache_seconds,
+            coverage=check_coverage,
         )
     )
 

@@ -1,21 +1,27 @@
 """JSON over HTTP for provider management APIs: bounded time, a few retries, secrets never shown.
 
 Errors name the method, the redacted URL, the status and the start of the
-body, with every credential scrubbed out, so they can be printed and logged.
+body (URLs in it redacted, every credential scrubbed out), or for network
+errors the ping path's safe wording, so they can be printed and logged.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
 
-from celery_heartbeat._delivery import retry_after_seconds
+from celery_heartbeat._delivery import describe_error, retry_after_seconds
 from celery_heartbeat._exceptions import ProviderError
 from celery_heartbeat._redact import redact
 from celery_heartbeat._transport import USER_AGENT
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+#: A UUID is a Healthchecks check's ping credential, wherever it appears (error bodies echo paths).
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_PAUSE = 5.0
@@ -52,6 +58,7 @@ class ApiClient:
         self._session.close()
 
     def scrub(self, text: str) -> str:
+        """Cut every configured secret (API keys, ping keys) out of ``text``."""
         for secret in self._secrets:
             text = text.replace(secret, secret[:4] + "…")
         return text
@@ -79,7 +86,8 @@ class ApiClient:
                 response = self._session.request(method, url, params=params, json=body, timeout=timeout)
             except requests.RequestException as exc:
                 if attempt == self.attempts:
-                    raise ProviderError(f"{shown}: {type(exc).__name__}: {self.scrub(str(exc))[:200]}") from None
+                    # Never str(exc): requests puts the full URL in it, and /api/v3/checks/<uuid> is a credential.
+                    raise ProviderError(f"{shown}: {type(exc).__name__}: {describe_error(exc)}") from None
                 self._pause(attempt, None)
                 continue
             if response.status_code in ok:
@@ -92,7 +100,7 @@ class ApiClient:
             if response.status_code in RETRYABLE and attempt < self.attempts:
                 self._pause(attempt, retry_after_seconds(response))
                 continue
-            detail = self.scrub(response.text.strip().replace("\n", " "))[:200]
+            detail = self.scrub(redact_urls(response.text.strip().replace("\n", " ")))[:200]
             hint = " (is the API key right, and read-write?)" if response.status_code in (401, 403) else ""
             raise ProviderError(f"{shown}: HTTP {response.status_code}{hint}: {detail}")
         raise ProviderError(f"{shown}: no attempt made")  # pragma: no cover - attempts >= 1
@@ -102,3 +110,9 @@ class ApiClient:
         if self.deadline is not None:
             pause = min(pause, max(0.0, self.deadline - time.monotonic()))
         time.sleep(pause)
+
+
+def redact_urls(text: str) -> str:
+    """Redact every URL in free text (a response body), then cut any remaining UUID to 4 characters."""
+    text = _URL.sub(lambda match: redact(match.group(0)), text)
+    return _UUID.sub(lambda match: match.group(0)[:4] + "…", text)

@@ -33,7 +33,7 @@ from celery_heartbeat.beat.automonitor import MARKER_PREFIX, AutoEntry, marker_f
 from celery_heartbeat.beat.cron import Expected, expected_for, format_seconds
 from celery_heartbeat.beat.entries import read_entries
 from celery_heartbeat.config.settings import Settings
-from celery_heartbeat.sync.client import ApiClient
+from celery_heartbeat.sync.client import ApiClient, redact_urls
 from celery_heartbeat.sync.cronitor import CronitorApi
 from celery_heartbeat.sync.healthchecks import HealthchecksApi
 from celery_heartbeat.sync.provider import Limits, ManagementApi, MonitorSpec
@@ -98,6 +98,7 @@ class SyncResult:
     provider: str | None = None
     dry_run: bool = False
     prune: bool = False
+    allow_empty: bool = False
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -194,7 +195,7 @@ def _import_tasks(app: Celery, result: SyncResult) -> None:
     try:
         app.loader.import_default_modules()
     except Exception as exc:
-        result.warnings.append(f"could not import the task modules ({type(exc).__name__}: {exc})")
+        result.warnings.append(f"could not import the task modules ({type(exc).__name__}: {redact_urls(str(exc))})")
 
 
 def sync_monitors(
@@ -202,6 +203,7 @@ def sync_monitors(
     *,
     dry_run: bool = False,
     prune: bool = False,
+    allow_empty: bool = False,
     deadline: float | None = None,
     import_tasks: bool = True,
 ) -> SyncResult:
@@ -210,8 +212,13 @@ def sync_monitors(
     Idempotent: a second run changes nothing. `dry_run` only reads from the
     provider. `deadline` (a `time.monotonic()` value) bounds the whole run.
     Never raises for provider trouble: failures are in `result.errors`.
+
+    A prune that would delete monitors while the schedule holds no entries at
+    all (a settings module that failed to load, a django-celery-beat table not
+    migrated yet) is refused with an error, unless `allow_empty=True`: it
+    would delete every monitor this app owns, and their history with them.
     """
-    result = SyncResult(dry_run=dry_run, prune=prune)
+    result = SyncResult(dry_run=dry_run, prune=prune, allow_empty=allow_empty)
     settings = settings_of(app)
     provider = provider_of(settings)
     if provider is None:
@@ -279,8 +286,18 @@ def _sync(app: Celery, settings: Settings, api: ManagementApi, result: SyncResul
         return
     for spec in specs:
         result.changes.append(_apply(api, spec, remote.get(spec.key), marker, result))
-    for r in remote.values():
-        if marker not in r.tags or r.key in in_use:
+    orphans = [r for r in remote.values() if marker in r.tags and r.key not in in_use]
+    refused = result.prune and bool(orphans) and not read.entries and not result.allow_empty
+    if refused:
+        why = "; ".join(read.warnings) or "beat_schedule is empty"
+        result.errors.append(
+            f"refusing to prune: the schedule has no entries ({why}), so --prune would delete all "
+            f"{len(orphans)} monitor(s) this app owns, and their history. If the schedule is really empty, "
+            "pass --allow-empty (allow_empty=True)."
+        )
+    for r in orphans:
+        if refused:
+            result.changes.append(Change("stale", r.key, note="kept: prune refused, the schedule has no entries"))
             continue
         if not result.prune:
             result.changes.append(Change("stale", r.key, note="no beat entry monitors it; --prune removes it"))

@@ -20,6 +20,7 @@ from celery.contrib.testing.worker import start_worker
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError, install_beat_liveness
 from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._state import peek
 from celery_heartbeat._tasks import BEAT_TASK
 from celery_heartbeat.beat.liveness import ENTRY_NAME
 from celery_heartbeat.testing import PingReceiver
@@ -85,6 +86,9 @@ def test_entry_survives_a_later_beat_schedule_reassignment(make_app: Callable[..
         assert (BEAT_TASK, 7.0) == (entry.task, entry.options["expires"])
         assert {"report", ENTRY_NAME} == set(app.conf.beat_schedule)
     finally:
+        state = peek(app)
+        if state is not None and state.beat_watch is not None:  # duplicate-beat detection started with it
+            state.beat_watch.stop()  # type: ignore[attr-defined]
         service.scheduler.close()
 
 

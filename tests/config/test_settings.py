@@ -84,6 +84,10 @@ def test_django_namespace_settings_work(tmp_path: Any, monkeypatch: pytest.Monke
         ({"heartbeat_send_start": "maybe"}, "heartbeat_send_start"),
         ({"heartbeat_beat_url": f"gopher://x/{TOKEN}"}, "heartbeat_beat_url"),
         ({"heartbeat_beat_every": 0}, "heartbeat_beat_every"),
+        ({"heartbeat_probe_dir": 5}, "heartbeat_probe_dir"),
+        ({"heartbeat_probe_port": 0}, "heartbeat_probe_port"),
+        ({"heartbeat_probe_port": 70000}, "heartbeat_probe_port"),
+        ({"heartbeat_probe_port": "http"}, "heartbeat_probe_port"),
     ],
 )
 def test_bad_configuration_names_key_and_hides_the_token(
@@ -125,3 +129,13 @@ def test_string_numbers_and_booleans_from_environment_are_accepted(make_app: Cal
     """Values read from environment variables as strings ("2.5", "true") are parsed, not rejected."""
     s = celery_heartbeat.install(make_app(heartbeat_timeout="2.5", heartbeat_send_start="true")).settings
     assert (2.5, True) == (s.timeout, s.send_start)
+
+
+def test_probe_settings_take_paths_ports_and_unset_environment_variables(
+    make_app: Callable[..., Celery], tmp_path: Any
+) -> None:
+    """heartbeat_probe_dir takes a str or Path, heartbeat_probe_port an int or a numeric string; "" means unset."""
+    s = celery_heartbeat.install(make_app(heartbeat_probe_dir=tmp_path, heartbeat_probe_port="8001")).settings
+    assert (str(tmp_path), 8001) == (s.probe_dir, s.probe_port)
+    s = celery_heartbeat.install(make_app(heartbeat_probe_dir="", heartbeat_probe_port="")).settings
+    assert (None, None) == (s.probe_dir, s.probe_port)

@@ -71,3 +71,12 @@ def down_app() -> Celery:
 
 
 DOWN_BODY = '{"status":"down","error":"broker unreachable: ConnectionRefusedError"}'
+
+
+def lost_entry_app(live: Live) -> tuple[Celery, str]:
+    """The live worker's app again, with a beat entry sent to a queue nobody consumes; and that body."""
+    app = isolated_app(live.url, live.name)
+    queue = f"{live.name}.nobody"
+    app.conf.beat_schedule = {"lost": {"task": "hb.noop", "schedule": 60.0, "options": {"queue": queue}}}
+    body = f'{{"status":"uncovered","workers":1,"uncovered":[{{"queue":"{queue}","entries":["lost"],"tasks":[]}}]}}'
+    return app, body

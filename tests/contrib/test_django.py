@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 from django.urls import include, path
 
-from . import DOWN_BODY, Live, down_app, isolated_app, live_worker
+from . import DOWN_BODY, Live, down_app, isolated_app, live_worker, lost_entry_app
 
 if not settings.configured:
     settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, SECRET_KEY="tests", DEBUG=False)
@@ -167,3 +167,12 @@ def test_missing_django_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) 
         importlib.import_module("celery_heartbeat.contrib.django")
 
     assert "celery_heartbeat.contrib.django needs Django: pip install 'celery-heartbeat[django]'" == str(raised.value)
+
+
+def test_coverage_query_reports_a_beat_entry_whose_queue_has_no_consumer(live: Live) -> None:
+    """?coverage=1 adds the schedule coverage: 503 uncovered naming the entry."""
+    app, body = lost_entry_app(live)
+
+    response = get("/health/celery?coverage=true", app)
+
+    assert (503, body.encode()) == (response.status_code, response.content)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from celery_heartbeat.contrib.fastapi import health_router
 
-from . import DOWN_BODY, Live, down_app, isolated_app, live_worker
+from . import DOWN_BODY, Live, down_app, isolated_app, live_worker, lost_entry_app
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,16 @@ def test_missing_fastapi_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     assert "celery_heartbeat.contrib.fastapi needs FastAPI: pip install 'celery-heartbeat[fastapi]'" == str(
         raised.value
     )
+
+
+def test_coverage_query_reports_a_beat_entry_whose_queue_has_no_consumer(live: Live) -> None:
+    """?coverage=1 (or coverage=True) adds the schedule coverage: 503 uncovered naming the entry; ?coverage=0 not."""
+    app, body = lost_entry_app(live)
+
+    by_query = client_for(app, timeout=0.5).get("/health/celery?coverage=1")
+    by_option = client_for(app, timeout=0.5, coverage=True).get("/health/celery")
+    switched_off = client_for(app, coverage=True).get("/health/celery?coverage=0")
+
+    assert (503, body) == (by_query.status_code, by_query.text)
+    assert (503, body) == (by_option.status_code, by_option.text)
+    assert (200, '{"status":"ok","workers":1}') == (switched_off.status_code, switched_off.text)

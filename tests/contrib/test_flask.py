@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from celery_heartbeat.contrib.flask import health_blueprint
 
-from . import DOWN_BODY, Live, down_app, isolated_app, live_worker
+from . import DOWN_BODY, Live, down_app, isolated_app, live_worker, lost_entry_app
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,15 @@ def test_missing_flask_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
         importlib.import_module("celery_heartbeat.contrib.flask")
 
     assert "celery_heartbeat.contrib.flask needs Flask: pip install 'celery-heartbeat[flask]'" == str(raised.value)
+
+
+def test_coverage_query_reports_a_beat_entry_whose_queue_has_no_consumer(live: Live) -> None:
+    """?coverage=1 adds the schedule coverage: 503 uncovered naming the entry; a bad value is 400."""
+    app, body = lost_entry_app(live)
+
+    by_query = client_for(app, timeout=0.5).get("/health/celery?coverage=1")
+    bad = client_for(app).get("/health/celery?coverage=maybe")
+
+    assert (503, body) == (by_query.status_code, by_query.get_data(as_text=True))
+    expected = '{"error":"coverage must be a boolean: 1/0, true/false, yes/no or on/off"}'
+    assert (400, expected) == (bad.status_code, bad.get_data(as_text=True))

@@ -14,13 +14,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from celery import Celery
 from conftest import RABBITMQ_HOST, RABBITMQ_PORT, REDIS_HOST, REDIS_PORT, require_broker
+from kombu import Queue
 
 from celery_heartbeat.health import HealthReport, check_queue, check_workers
+from celery_heartbeat.health.broker import load_transport
 
 WORKER_MODULE = """
 import os
@@ -100,10 +103,10 @@ class Fleet:
         return f"{self.name}.s"
 
     def solo_app(self) -> Celery:
-        return make_app(self.url, self.solo_exchange)
+        return make_app(self.url, self.solo_exchange, task_default_queue=self.qs)
 
     def pair_app(self) -> Celery:
-        return make_app(self.url, self.pair_exchange)
+        return make_app(self.url, self.pair_exchange, task_default_queue=self.qa)
 
 
 def start_fleet(url: str, workdir: Path) -> Fleet:
@@ -259,6 +262,128 @@ def test_queue_no_worker_consumes_is_no_workers_while_workers_are_alive(fleet: F
     assert f'{{"status":"no_workers","workers":0,"queue":"{queue}"}}' == report.to_json()
 
 
+def test_without_a_queue_only_workers_of_this_apps_queues_count(fleet: Fleet) -> None:
+    """Workers on the same broker and control exchange that consume none of this app's queues are not its workers."""
+    other = make_app(fleet.url, fleet.pair_exchange, task_default_queue=f"{fleet.name}.other")
+    declared = make_app(
+        fleet.url,
+        fleet.pair_exchange,
+        task_default_queue=f"{fleet.name}.other",
+        task_queues=[Queue(fleet.qb)],
+    )
+
+    alone = check_workers(other, timeout=0.5, details=True, cache_seconds=0)
+    by_task_queues = check_workers(declared, details=True, cache_seconds=0)
+
+    assert '{"status":"no_workers","workers":0,"detail":[]}' == alone.to_json()
+    assert f'{{"status":"ok","workers":1,"detail":["p1@{fleet.name}"]}}' == by_task_queues.to_json()
+
+
+def test_two_apps_on_one_broker_count_only_their_own_worker(
+    redis_url: str, unique_name: str, broker_cleanup: list[tuple[str, str, list[str]]]
+) -> None:
+    """Two apps share Redis (and a control exchange); only the other app has a worker: this app has none."""
+    from celery.contrib.testing.worker import start_worker
+
+    mine = make_app(redis_url, unique_name, task_default_queue=f"{unique_name}.mine")
+    theirs = make_app(redis_url, unique_name, task_default_queue=f"{unique_name}.theirs")
+    theirs.conf.broker_connection_retry_on_startup = True
+    broker_cleanup.append((redis_url, unique_name, []))
+
+    with start_worker(theirs, pool="solo", perform_ping_check=False, queues=[f"{unique_name}.theirs"]):
+        their_report = check_workers(theirs, cache_seconds=0)
+        my_report = check_workers(mine, timeout=0.5, cache_seconds=0)
+
+    assert '{"status":"ok","workers":1}' == their_report.to_json()
+    assert '{"status":"no_workers","workers":0}' == my_report.to_json()
+
+
+def noop() -> None:
+    """A task body."""
+
+
+def coverage_app(fleet: Fleet, *, gaps: bool) -> Celery:
+    """An app on the pair's exchange: entries on qa (default) and qb; with ``gaps`` an entry and a task elsewhere."""
+    orphan = f"{fleet.name}.orphan"
+    schedule: dict[str, Any] = {
+        "on-default": {"task": f"{fleet.name}.tick", "schedule": 60.0},
+        "on-b": {"task": f"{fleet.name}.tick", "schedule": 60.0, "options": {"queue": fleet.qb}},
+    }
+    routes = {f"{fleet.name}.b": {"queue": fleet.qb}}
+    if gaps:
+        schedule["lost"] = {"task": f"{fleet.name}.tick", "schedule": 60.0, "options": {"queue": orphan}}
+        routes[f"{fleet.name}.export"] = {"queue": orphan}
+    app = make_app(
+        fleet.url,
+        fleet.pair_exchange,
+        task_default_queue=fleet.qa,
+        task_routes=routes,
+        heartbeat_urls={f"{fleet.name}.export": "https://hc-ping.com/e", f"{fleet.name}.b": "https://hc-ping.com/b"},
+        beat_schedule=schedule,
+    )
+    for name in ("export", "b", "tick"):
+        app.task(name=f"{fleet.name}.{name}")(noop)
+    return app
+
+
+def test_coverage_reports_beat_entries_and_monitored_tasks_sent_to_unconsumed_queues(fleet: Fleet) -> None:
+    """coverage=True: entries and mapped tasks routed (by option, task_routes or default) to queues nobody consumes."""
+    app = coverage_app(fleet, gaps=True)
+
+    plain = check_workers(app, min_workers=2, cache_seconds=0)
+    gaps = check_workers(app, min_workers=2, coverage=True, timeout=1.0, cache_seconds=0)
+    covered, elapsed = timed(
+        check_workers, coverage_app(fleet, gaps=False), min_workers=2, coverage=True, timeout=60.0, cache_seconds=0
+    )
+
+    assert '{"status":"ok","workers":2}' == plain.to_json()
+    orphan = f"{fleet.name}.orphan"
+    expected = {
+        "status": "uncovered",
+        "workers": 2,
+        "uncovered": [{"queue": orphan, "entries": ["lost"], "tasks": [f"{fleet.name}.export"]}],
+    }
+    assert expected == json.loads(gaps.to_json())
+    assert 503 == gaps.http_status
+    assert '{"status":"ok","workers":2}' == covered.to_json()
+    assert elapsed < 30.0  # every queue covered: it returns once the answers say so, not after 60 s
+
+
+SLOW_TRANSPORT = """
+import time
+
+from kombu.transport import redis
+
+time.sleep(1.5)  # a client library that is slow to import (a loaded machine, a cold disk)
+
+
+class Transport(redis.Transport):
+    pass
+"""
+
+
+@pytest.mark.parametrize("fleet", ["redis"], indirect=True)
+def test_a_transport_slow_to_import_does_not_eat_the_probes_timeout(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process imports the broker's client library on its first probe: that is not broker time.
+
+    Under load, importing kombu's Redis transport took up to a second here, and a CLI probe with
+    --timeout 1 then reported live workers as no_workers.
+    """
+    from kombu.transport import TRANSPORT_ALIASES
+
+    module = f"hb_slow_transport_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(SLOW_TRANSPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(TRANSPORT_ALIASES, "slowredis", f"{module}:Transport")
+    app = make_app(fleet.url.replace("redis://", "slowredis://"), fleet.pair_exchange, task_default_queue=fleet.qa)
+
+    report = check_workers(app, min_workers=2, timeout=1.0, cache_seconds=0)
+
+    assert '{"status":"ok","workers":2}' == report.to_json()
+
+
 def test_a_burst_of_probes_shares_one_broadcast(fleet: Fleet) -> None:
     """Sixteen concurrent identical probes get one and the same answer (one broker round trip)."""
     app = fleet.pair_app()
@@ -297,20 +422,57 @@ def test_cached_answer_expires_and_zero_disables_the_cache(fleet: Fleet) -> None
     assert first == later == uncached[0]
 
 
+def keys_without_expiry(client: Any, exchange: str) -> list[str]:
+    """Keys of this control exchange that Redis keeps forever (a TTL of -1), besides the workers' binding."""
+    binding = f"_kombu.binding.{exchange}.pidbox"
+    keys = (key.decode() for key in client.scan_iter(match=f"*{exchange}*"))
+    return sorted(key for key in keys if key != binding and client.pttl(key) == -1)
+
+
 @pytest.mark.parametrize("fleet", ["redis"], indirect=True)
-def test_probes_leave_no_reply_queues_behind_on_redis(fleet: Fleet) -> None:
-    """After probes that stop early (late replies) and probes that time out, Redis holds only the workers' keys."""
+def test_probes_leave_no_reply_queue_behind_without_an_expiry_on_redis(fleet: Fleet) -> None:
+    """Probes that stop early (the second worker's reply comes late) and probes that time out leave no key forever.
+
+    A late reply pushed after the probe deleted its reply list used to recreate it with no expiry
+    (about one probe in thirty here): a reply list now stays as an expiring tombstone.
+    """
     import redis
 
-    for _ in range(5):
+    client = redis.Redis.from_url(fleet.url)
+    for _ in range(20):
         assert check_workers(fleet.pair_app(), min_workers=1, cache_seconds=0).ok
     assert not check_workers(fleet.pair_app(), min_workers=3, timeout=0.3, cache_seconds=0).ok
-    time.sleep(0.3)  # let the late replies land
+
+    assert [] == keys_without_expiry(client, fleet.pair_exchange)
+    client.close()
+
+
+@pytest.mark.parametrize("fleet", ["redis"], indirect=True)
+def test_a_reply_pushed_after_the_probe_ended_expires_on_redis(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race made certain: a worker pushes its reply (kombu's LPUSH) after the probe returned; the key expires."""
+    import redis
+
+    from celery_heartbeat.health import broker
+
+    made: list[str] = []
+
+    def recording_uuid4() -> uuid.UUID:
+        made.append(str(value := uuid.uuid4()))
+        return value
+
+    # The probe names its ticket and its reply queue with uuid4: push to both names, as a late worker would.
+    monkeypatch.setattr(broker, "uuid", SimpleNamespace(uuid4=recording_uuid4))
+    assert check_workers(fleet.pair_app(), min_workers=1, cache_seconds=0).ok
+    monkeypatch.undo()
     client = redis.Redis.from_url(fleet.url)
+    reply_lists = [f"{key}.reply.{fleet.pair_exchange}.pidbox" for key in made]
 
-    keys = sorted(key.decode() for key in client.scan_iter(match=f"*{fleet.pair_exchange}*"))
+    for key in reply_lists:
+        client.lpush(key, b'{"late": "reply"}')
 
-    assert [f"_kombu.binding.{fleet.pair_exchange}.pidbox"] == keys
+    expiring = [key for key in reply_lists if 0 < client.pttl(key) <= 10_000]
+    assert 1 == len(expiring), [(key, client.pttl(key)) for key in reply_lists]
+    client.delete(*reply_lists)
     client.close()
 
 
@@ -411,6 +573,7 @@ DOWN_URLS = {"redis": "redis://127.0.0.1:{port}/0", "rabbitmq": "amqp://guest:gu
 def test_broker_on_a_closed_port_is_down_within_the_timeout(kind: str, unique_name: str) -> None:
     """Connection refused: both checks answer down (503) within timeout + 1 s, with no retries."""
     app = make_app(DOWN_URLS[kind].format(port=closed_port()), unique_name)
+    load_transport(app, for_write=True)  # the client library's one-time import is not broker time
 
     workers, workers_elapsed = timed(check_workers, app, timeout=1.0, cache_seconds=0)
     queue, queue_elapsed = timed(check_queue, app, "default", timeout=1.0, cache_seconds=0)
@@ -428,6 +591,7 @@ def test_broker_on_a_closed_port_is_down_within_the_timeout(kind: str, unique_na
 def test_broker_that_never_answers_is_down_within_the_timeout(kind: str, unique_name: str, silent_port: int) -> None:
     """A port that accepts connections but never speaks: down within timeout + 1 s, never a hang."""
     app = make_app(DOWN_URLS[kind].format(port=silent_port), unique_name)
+    load_transport(app, for_write=True)  # the client library's one-time import is not broker time
 
     workers, workers_elapsed = timed(check_workers, app, timeout=0.5, cache_seconds=0)
     queue, queue_elapsed = timed(check_queue, app, "default", timeout=0.5, cache_seconds=0)

@@ -55,6 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
         with api.lock:
             api.requests.append(request)
             delay = api.delay
+            vanish = api.vanish_on == self.command
+        if vanish:  # the provider goes away: no answer now, and every later connection is refused
+            self.server.shutdown()
+            self.server.server_close()
+            self.close_connection = True
+            return
         if delay and api.stopping.wait(delay):
             self.close_connection = True
             return
@@ -83,6 +89,8 @@ class FakeApi:
         self.lock = threading.RLock()
         self.requests: list[Request] = []
         self.delay = 0.0
+        #: An HTTP method whose first request makes the server go away (connections refused from then on).
+        self.vanish_on: str | None = None
         self.stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

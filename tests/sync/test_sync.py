@@ -23,6 +23,7 @@ from fake_monitoring_api import FakeCronitor, FakeHealthchecks
 import celery_heartbeat
 from celery_heartbeat.beat.cron import local_zone_name, zone_name
 from celery_heartbeat.sync import SyncResult, sync_monitors
+from celery_heartbeat.sync.client import ApiClient, ProviderError, redact_urls
 from celery_heartbeat.sync.command import sync as sync_command
 
 PING_KEY = "ping-key-abcdef123456"
@@ -146,6 +147,86 @@ def test_prune_removes_only_monitors_this_app_created(hc: FakeHealthchecks, uniq
     pruned = sync_monitors(app, prune=True)
     assert {"nightly-report": "unchanged", "gone": "delete"} == actions(pruned)
     assert {"other", "by-hand", "nightly-report"} == {c["slug"] for c in hc.checks.values()}
+
+
+def test_prune_refuses_to_delete_everything_when_the_schedule_came_back_empty(
+    hc: FakeHealthchecks, unique_name: str
+) -> None:
+    """An empty schedule (here: its only entry failed to load) would prune every monitor: refused, unless allowed."""
+    app = hc_app(unique_name, hc, {"nightly-report": NIGHTLY, "cleanup": EVERY_5_MIN})
+    assert sync_monitors(app).ok
+    app.conf.beat_schedule = {"nightly-report": {"task": "proj.report"}}  # no "schedule": cannot be read
+    hc.clear_log()
+
+    refused = sync_monitors(app, prune=True)
+    dry = sync_monitors(app, prune=True, dry_run=True)
+
+    assert [] == hc.writes()
+    assert {"nightly-report": "stale", "cleanup": "stale"} == actions(refused)
+    assert [
+        "refusing to prune: the schedule has no entries (beat entry 'nightly-report': cannot be monitored: "
+        "'schedule'), so --prune would delete all 2 monitor(s) this app owns, and their history. "
+        "If the schedule is really empty, pass --allow-empty (allow_empty=True)."
+    ] == refused.errors
+    assert not dry.ok
+    app.conf.beat_schedule = {}
+    allowed = sync_monitors(app, prune=True, allow_empty=True)
+    assert allowed.ok, allowed.format()
+    assert {"nightly-report": "delete", "cleanup": "delete"} == actions(allowed)
+    assert {} == hc.checks
+
+
+def test_prune_with_entries_left_still_deletes_and_nothing_to_prune_is_no_refusal(
+    hc: FakeHealthchecks, unique_name: str
+) -> None:
+    """The guard is only for an empty schedule that would delete: an empty schedule with nothing to delete is fine."""
+    app = hc_app(unique_name, hc, {})
+
+    assert sync_monitors(app, prune=True).ok
+
+
+def test_cli_prune_refusal_exits_1_and_allow_empty_deletes(hc: FakeHealthchecks, unique_name: str) -> None:
+    """`sync --prune` on an empty schedule exits 1 saying why; with `--allow-empty` it deletes (which needs --prune)."""
+    app = hc_app(unique_name, hc, {"nightly-report": NIGHTLY})
+    assert sync_monitors(app).ok
+    app.conf.beat_schedule = {}
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(sync_command, list(args), obj=CLIContext(app=app, no_color=True, workdir=None))
+
+    refused = invoke("--prune")
+    assert 1 == refused.exit_code
+    assert "error: refusing to prune: the schedule has no entries (beat_schedule is empty)" in refused.output
+    assert 1 == len(hc.checks)
+    assert 2 == invoke("--allow-empty").exit_code
+    assert 0 == invoke("--prune", "--allow-empty").exit_code
+    assert {} == hc.checks
+
+
+def test_network_errors_never_show_the_requested_path(unique_name: str) -> None:
+    """requests names the full URL in a connection error; a Healthchecks check UUID there is a ping credential."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    check = "6e1fbf8f-cd5c-4a9c-8f2e-0123456789ab"
+    client = ApiClient(f"http://127.0.0.1:{port}", attempts=1)
+
+    with pytest.raises(ProviderError) as raised:
+        client.request("DELETE", f"/api/v3/checks/{check}")
+
+    assert f"DELETE http://127.0.0.1:{port}/api/v3/chec…/6e1f…: ConnectionError: connection refused" == str(
+        raised.value
+    )
+
+
+def test_an_error_body_echoing_a_check_url_is_redacted() -> None:
+    """Free text from the provider (an error body) is shown with its URLs redacted and UUIDs cut."""
+    text = (
+        "no such check https://hc-ping.com/6e1fbf8f-cd5c-4a9c-8f2e-0123456789ab (6e1fbf8f-cd5c-4a9c-8f2e-0123456789ab)"
+    )
+
+    assert "no such check https://hc-ping.com/6e1f… (6e1f…)" == redact_urls(text)
 
 
 def test_another_apps_check_with_the_same_slug_is_a_conflict_left_alone(hc: FakeHealthchecks, unique_name: str) -> None:
@@ -492,7 +573,7 @@ def test_a_monitor_prefix_keeps_two_environments_apart(hc: FakeHealthchecks, uni
     check = hc.by_slug("staging-nightly-report")
     assert ("staging-nightly-report", f"celery-heartbeat:staging-{unique_name}") == (check["name"], check["tags"])
     staging.conf.beat_schedule = {}
-    assert {"staging-nightly-report": "delete"} == actions(sync_monitors(staging, prune=True))
+    assert {"staging-nightly-report": "delete"} == actions(sync_monitors(staging, prune=True, allow_empty=True))
     assert ["nightly-report"] == [c["slug"] for c in hc.checks.values()]
 
 

@@ -1,0 +1,1 @@
+"""Getting pings to the monitoring services: hand-over from pool processes, queueing, delivery."""

@@ -1,0 +1,69 @@
+"""Order within a worker: after an outage of the monitoring endpoint, a monitor ends on its last event.
+
+Each repetition runs a real prefork `-c 2` worker (see ordering_scenario.py).
+Before the hand-over to the main process, each pool process retried on its own
+backoff and a held-back success landed after the newer failure about half the
+time; `benchmarks/ordering.py` runs 20 repetitions.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+from celery import Celery
+from ordering_scenario import APP_MODULE, SUCCESSES, run_once
+from tcp_proxy import TcpProxy
+from worker_process import celery_worker
+
+from celery_heartbeat.testing import PingReceiver
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("repetition", range(4))
+def test_the_last_ping_after_an_outage_is_the_last_runs_failure(
+    repetition: int, redis_url: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """10 successes, then a failure as the last run, all during an outage: the failure arrives last."""
+    outcome = run_once(redis_url, tmp_path / f"r{repetition}", clean_env)
+    assert outcome.after_restore >= 2, outcome  # pings were held back, then delivered
+    assert ("/order/fail", outcome.failed_run) == outcome.arrived[-1], outcome
+    assert 1 == outcome.arrived.count(("/order/fail", outcome.failed_run)), outcome
+    assert SUCCESSES + 2 >= len(outcome.arrived), outcome
+
+
+def test_coalescing_is_decided_once_per_worker_across_pool_processes(
+    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str], heartbeat_receiver: PingReceiver
+) -> None:
+    """With a 60 s window, runs on both pool processes send one success ping in all (one per process before)."""
+    (tmp_path / "orderapp.py").write_text(textwrap.dedent(APP_MODULE))
+    env = dict(clean_env, BROKER=redis_url, QUEUE=unique_name, MONITOR=heartbeat_receiver.url("order"), COALESCE="60")
+    client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
+    client.conf.task_default_queue = unique_name
+    args = ("--pool=prefork", "-c", "2", "-Q", unique_name, f"--hostname={unique_name}@%h")
+    try:
+        with celery_worker("orderapp", tmp_path, env, *args) as (proc, _log):
+            runs = [client.send_task("order.job", (False, 0.3)) for _ in range(4)]
+            pids = {run.get(timeout=30) for run in runs}
+            proc.terminate()  # a warm shutdown flushes every process: nothing can arrive later
+            proc.wait(30)
+    finally:
+        client.close()
+    assert 2 == len(pids)  # both pool processes ran the task
+    (ping,) = heartbeat_receiver.pings_for("order")
+    assert ping.query["rid"] in {run.id for run in runs}
+
+
+def test_tcp_proxy_refuses_while_cut_and_forwards_again_on_the_same_port() -> None:
+    """The outage helper itself: cut means connection refused, restore means the same URL works again."""
+    with PingReceiver() as rx, TcpProxy(rx.port) as proxy:
+        assert 200 == requests.get(proxy.url("a"), timeout=5).status_code
+        proxy.cut()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(proxy.url("a"), timeout=5)
+        proxy.restore()
+        assert 200 == requests.get(proxy.url("a"), timeout=5).status_code
+        assert ["a", "a"] == [p.name for p in rx.pings]
