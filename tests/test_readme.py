@@ -64,7 +64,7 @@ def readme_blocks(lang: str) -> list[Block]:
 
 # Each Python block, by a line only it has, and the test that runs it.
 MARKERS = {
-    "# proj/celery.py\n": "test_django_setup_blocks_map_tasks_from_settings",
+    'namespace="CELERY")': "test_django_setup_blocks_map_tasks_from_settings",
     "# proj/settings.py": "test_django_setup_blocks_map_tasks_from_settings",
     '"weekly-crawl"': "test_canvas_block_runs_and_pings",
     "install_beat_liveness(app,": "test_beat_liveness_block_adds_the_entry_and_pings",
@@ -76,6 +76,7 @@ MARKERS = {
     "app.conf.heartbeat_beat_entries": "test_per_entry_settings_and_sync_monitors_blocks",
     "sync_monitors(app": "test_per_entry_settings_and_sync_monitors_blocks",
     'pytest_plugins = ["celery_heartbeat.testing"]': "test_testing_block_passes_under_pytest",
+    "probe_dir=os.environ": "test_probe_dir_block_installs_with_the_directory",
 }
 
 
@@ -251,7 +252,7 @@ def test_django_setup_blocks_map_tasks_from_settings(tmp_path: Path, clean_env: 
     """`proj/celery.py` and `proj/settings.py` as shown: the app maps tasks and beat from Django settings."""
     files = {
         "proj/__init__.py": "",
-        "proj/celery.py": block("# proj/celery.py\n").code,
+        "proj/celery.py": block('namespace="CELERY")').code,
         "proj/settings.py": block("# proj/settings.py").code,
     }
     env = dict(clean_env, DJANGO_SETTINGS_MODULE="proj.settings")
@@ -348,6 +349,24 @@ def test_per_entry_settings_and_sync_monitors_blocks(tmp_path: Path, clean_env: 
         checks = {check["slug"]: check for check in hc.checks.values()}
         assert {"nightly-report", "sync-eu", "us-sync"} == set(checks)
         assert (3600, 300) == (checks["nightly-report"]["grace"], checks["sync-eu"]["grace"])
+
+
+_PROBE_SETTINGS = """
+import json
+from proj.celery import app
+from celery_heartbeat._heartbeat import installed
+
+print(json.dumps(installed(app).settings.probe_dir))
+"""
+
+
+@pytest.mark.slow
+def test_probe_dir_block_installs_with_the_directory(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """The probe block as `proj/celery.py`: the app is installed with the directory from the environment."""
+    root = _project_dir(tmp_path, {"proj/__init__.py": "", "proj/celery.py": block("probe_dir=os.environ").code})
+    done = _run(_PROBE_SETTINGS, root, dict(clean_env, CELERY_HEARTBEAT_PROBE_DIR=str(tmp_path)))
+    assert 0 == done.returncode, done.stderr
+    assert str(tmp_path) == json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
