@@ -5,7 +5,8 @@ HeartbeatError
 ├── UnsupportedSchedule   (also a ValueError: a beat schedule no monitor can express; sync skips it)
 ├── ProviderError         (a monitoring provider's management API call failed; safe to print)
 ├── BrokerDown            (a health probe could not reach the broker within its deadline)
-└── ProbeStateError       (a container probe's state file is unreadable or of an unknown shape)
+├── ProbeStateError       (a container probe's state file is unreadable or of an unknown shape)
+└── TransportError        (internal: no HTTP answer came; never reaches a task)
 
 Delivery problems never raise: a monitoring endpoint's trouble is logged and
 counted, never passed on to the task that happened to trigger the ping.
@@ -43,6 +44,15 @@ class ConfigurationError(HeartbeatError, ValueError):
 
 class UnsupportedSchedule(HeartbeatError, ValueError):
     """A schedule no cron expression or period can express faithfully; the message says why."""
+
+
+class TransportError(HeartbeatError):
+    """No HTTP answer came (refused, timed out, TLS, DNS...); the words are safe to log (no URL)."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+        super().__init__(description)
 
 
 class ProviderError(HeartbeatError):

@@ -19,7 +19,6 @@ from typing import Any, Callable
 from celery import signals
 from celery.utils.dispatch import Signal
 
-from celery_heartbeat._ping import Ping
 from celery_heartbeat._state import AppState, peek, real_app
 from celery_heartbeat._wiring import Wiring
 from celery_heartbeat.beat.liveness import on_beat_start
@@ -27,6 +26,7 @@ from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.names import is_internal
 from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.delivery.handover import Handover, Route, RunEvent
+from celery_heartbeat.delivery.ping import Ping
 from celery_heartbeat.sync.engine import sync_in_background
 
 logger = logging.getLogger("celery_heartbeat")

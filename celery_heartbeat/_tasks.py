@@ -16,18 +16,19 @@ from typing import Any, Union
 from celery import Celery, Task, signature
 from celery.canvas import _chain, maybe_signature
 
-from celery_heartbeat._delivery import DeliveryPolicy, Outcome, deliver
 from celery_heartbeat._exceptions import ConfigurationError
-from celery_heartbeat._ping import Ping
 from celery_heartbeat._redact import redact, redact_value
 from celery_heartbeat._state import peek, registry_of, settings_of
-from celery_heartbeat._transport import RequestsTransport
 from celery_heartbeat.beat.duplicates import describe, duplicate_beats
 from celery_heartbeat.config.monitor import Monitor, parse_monitor
 from celery_heartbeat.config.names import BEAT_TASK, PING_TASK
 from celery_heartbeat.config.providers import Kind, WireRequest
 from celery_heartbeat.config.registry import check_name
 from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.delivery.outcome import Outcome
+from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.retry import RetryPolicy, deliver
+from celery_heartbeat.delivery.transport import RequestsTransport
 
 logger = logging.getLogger("celery_heartbeat")
 
@@ -87,13 +88,11 @@ def send_now(
     request = Ping(monitor, kind, run_id, detail=detail).request()
     if request is None:
         return None, None
-    policy = DeliveryPolicy(
-        timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max
-    )
+    policy = RetryPolicy(timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max)
     budget = time.monotonic() + settings.timeout * settings.max_attempts
     transport = RequestsTransport()
     try:
-        return request, deliver(transport, request, policy, deadline=lambda: budget)
+        return request, deliver(transport, request, policy, deadline=budget)
     finally:
         transport.close()
 

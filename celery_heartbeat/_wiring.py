@@ -15,20 +15,17 @@ from typing import Any
 
 from celery import Celery
 
-from celery_heartbeat._delivery import DeliveryPolicy
-from celery_heartbeat._runs import RunBook
-from celery_heartbeat._sender import BackgroundSender, Sender, SenderConfig
 from celery_heartbeat.beat.automonitor import AutoMonitors
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.registry import Registry
 from celery_heartbeat.config.settings import Settings
+from celery_heartbeat.delivery.runs import RunBook
+from celery_heartbeat.delivery.sender import BackgroundSender, Sender, SenderConfig
 
 
 def sender_config(settings: Settings) -> SenderConfig:
     return SenderConfig(
-        policy=DeliveryPolicy(
-            timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max
-        ),
+        timeout=settings.timeout,
         max_age=settings.max_age,
         backoff_max=settings.backoff_max,
         shutdown_timeout=settings.shutdown_timeout,

@@ -17,7 +17,6 @@ import pytest
 from celery import Celery
 
 import celery_heartbeat
-from celery_heartbeat._ping import Ping
 from celery_heartbeat._redact import Secret
 from celery_heartbeat._state import settings_of
 from celery_heartbeat.beat.automonitor import AutoMonitors, plan_entries
@@ -25,6 +24,7 @@ from celery_heartbeat.beat.entries import read_entries
 from celery_heartbeat.beat.liveness import liveness_of
 from celery_heartbeat.config.monitor import parse_monitor
 from celery_heartbeat.config.providers import build_request
+from celery_heartbeat.delivery.ping import Ping
 
 TOKEN = "c2354d53d2e4f6a8"  # short enough to fit the old "schemeless values up to 40 characters" hole
 URL = f"https://hc-ping.com/{TOKEN}"

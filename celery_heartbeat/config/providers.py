@@ -98,8 +98,13 @@ def build_request(
     *,
     run_id: str | None = None,
     detail: str | None = None,
+    stamp: float | None = None,
 ) -> WireRequest | None:
-    """The request for one ping, or None when the provider has no such signal."""
+    """The request for one ping, or None when the provider has no such signal.
+
+    `stamp` is the event's time (epoch seconds): Cronitor files the ping at that time,
+    so a ping delivered late (after an outage) still lands where its event happened.
+    """
     if kind not in SUPPORTED_KINDS[provider]:
         return None
     if provider == "healthchecks":
@@ -117,6 +122,8 @@ def build_request(
             params["series"] = run_id
         if kind == "failure" and detail:
             params["message"] = detail
+        if stamp is not None:
+            params["stamp"] = f"{stamp:.3f}"
         return WireRequest("GET", _with_query(url, params))
     if provider == "betterstack":
         return WireRequest("GET", url if kind == "success" else _with_path(url, "/fail"))

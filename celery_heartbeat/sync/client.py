@@ -8,27 +8,24 @@ errors the ping path's safe wording, so they can be printed and logged.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import requests
-
-from celery_heartbeat._delivery import describe_error, retry_after_seconds
 from celery_heartbeat._exceptions import ProviderError
 from celery_heartbeat._redact import redact
-from celery_heartbeat._transport import USER_AGENT
+from celery_heartbeat.delivery.retry import RetryPolicy, call
+from celery_heartbeat.delivery.transport import RequestsTransport, Response
 
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 #: A UUID is a Healthchecks check's ping credential, wherever it appears (error bodies echo paths).
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
-RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
-MAX_PAUSE = 5.0
-
 
 class ApiClient:
-    """A `requests.Session` against one API root, with its auth, a timeout and an optional deadline."""
+    """A keep-alive session against one API root, with its auth, a timeout and an optional deadline.
+
+    Retries go through the library's one retry engine (`delivery.retry`), as pings sent now do.
+    """
 
     def __init__(
         self,
@@ -46,16 +43,11 @@ class ApiClient:
         self.attempts = max(1, attempts)
         self.deadline = deadline
         self._secrets = [s for s in secrets if s]
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = USER_AGENT
-        self._session.headers["Accept"] = "application/json"
-        if headers:
-            self._session.headers.update(headers)
-        if auth is not None:
-            self._session.auth = auth
+        self._policy = RetryPolicy(timeout=timeout, max_attempts=self.attempts, backoff_initial=0.25)
+        self._transport = RequestsTransport(headers={"Accept": "application/json", **(headers or {})}, auth=auth)
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def scrub(self, text: str) -> str:
         """Cut every configured secret (API keys, ping keys) out of ``text``."""
@@ -75,41 +67,26 @@ class ApiClient:
         """Send, retrying network errors, 5xx and 429; return the parsed JSON (None when empty)."""
         url = self.root + path
         shown = f"{method} {self.scrub(redact(url))}"
-        for attempt in range(1, self.attempts + 1):
-            timeout = self.timeout
-            if self.deadline is not None:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    raise ProviderError(f"{shown}: out of time")
-                timeout = min(timeout, left)
-            try:
-                response = self._session.request(method, url, params=params, json=body, timeout=timeout)
-            except requests.RequestException as exc:
-                if attempt == self.attempts:
-                    # Never str(exc): requests puts the full URL in it, and /api/v3/checks/<uuid> is a credential.
-                    raise ProviderError(f"{shown}: {type(exc).__name__}: {describe_error(exc)}") from None
-                self._pause(attempt, None)
-                continue
-            if response.status_code in ok:
-                if not response.content:
-                    return None
-                try:
-                    return response.json()
-                except ValueError:
-                    raise ProviderError(f"{shown}: HTTP {response.status_code} answered with non-JSON") from None
-            if response.status_code in RETRYABLE and attempt < self.attempts:
-                self._pause(attempt, retry_after_seconds(response))
-                continue
-            detail = self.scrub(redact_urls(response.text.strip().replace("\n", " ")))[:200]
-            hint = " (is the API key right, and read-write?)" if response.status_code in (401, 403) else ""
-            raise ProviderError(f"{shown}: HTTP {response.status_code}{hint}: {detail}")
-        raise ProviderError(f"{shown}: no attempt made")  # pragma: no cover - attempts >= 1
 
-    def _pause(self, attempt: int, hinted: float | None) -> None:
-        pause = min(MAX_PAUSE, hinted if hinted is not None else 0.25 * 2**attempt)
-        if self.deadline is not None:
-            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
-        time.sleep(pause)
+        def attempt(timeout: float) -> Response:
+            return self._transport.request(method, url, params=params, json=body, timeout=timeout)
+
+        tried = call(attempt, self._policy, deadline=self.deadline)
+        response = tried.response
+        if response is None:
+            error = tried.error
+            reason = "out of time" if tried.attempts == 0 or error is None else f"{error.name}: {error.description}"
+            raise ProviderError(f"{shown}: {reason}")
+        if response.status in ok:
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise ProviderError(f"{shown}: HTTP {response.status} answered with non-JSON") from None
+        detail = self.scrub(redact_urls(response.text.strip().replace("\n", " ")))[:200]
+        hint = " (is the API key right, and read-write?)" if response.status in (401, 403) else ""
+        raise ProviderError(f"{shown}: HTTP {response.status}{hint}: {detail}")
 
 
 def redact_urls(text: str) -> str:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from celery_heartbeat._runs import RunBook
+from celery_heartbeat.delivery.runs import RunBook
 
 URL = "https://hc-ping.com/abc"
 
