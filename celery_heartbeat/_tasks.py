@@ -26,7 +26,7 @@ from celery_heartbeat.config.providers import Kind, WireRequest
 from celery_heartbeat.config.registry import check_name
 from celery_heartbeat.config.settings import Settings
 from celery_heartbeat.delivery.outcome import Outcome
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.delivery.retry import RetryPolicy, deliver
 from celery_heartbeat.delivery.transport import RequestsTransport
 
@@ -85,7 +85,7 @@ def send_now(
     detail: str | None = None,
 ) -> tuple[WireRequest | None, Outcome | None]:
     """Deliver one ping in this thread, within timeout x attempts; (None, None) if the provider lacks `kind`."""
-    request = Ping(monitor, kind, run_id, detail=detail).request()
+    request = OutgoingPing(monitor, kind, run_id, detail=detail).request()
     if request is None:
         return None, None
     policy = RetryPolicy(timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max)
