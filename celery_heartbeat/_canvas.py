@@ -7,7 +7,9 @@ errback (`link_error`) on every task whose failure ends the canvas. A chord's
 header tasks get no errback: a failed header reaches the body as a ChordError,
 and the body's errback reports it once. A group is turned into a chord onto the
 ping (its completion is only observable through a chord). Callbacks leave the
-canvas's own result untouched: `.get()` returns what it returned before.
+canvas's own result untouched: `.get()` returns what it returned before. With
+`start=True` the canvas is wrapped in a start ping task that replaces itself with
+the canvas (Task.replace) once its ping is delivered.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from celery.canvas import Signature, _chain, chord, group, maybe_signature
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._state import real_app
 from celery_heartbeat._tasks import Target, check_kind, check_target
-from celery_heartbeat.config.monitor import MonitorValue
+from celery_heartbeat.config.monitor import MonitorValue, parse_monitor
 from celery_heartbeat.config.names import PING_TASK
 
 
@@ -30,37 +32,60 @@ def _app(app: Celery | None) -> Celery:
 
 
 def _ping(app: Celery, target: Target, kind: str, *, passthrough: bool = False) -> Signature:
-    kwargs: dict[str, Any] = {"target": target, "kind": kind}
-    if passthrough:
-        kwargs["passthrough"] = True
-    return app.signature(PING_TASK, kwargs=kwargs, immutable=not passthrough)
+    """The ping task: a callback or errback (immutable), or a link that passes its parent's result on."""
+    return app.signature(PING_TASK, kwargs={"target": target, "kind": kind}, immutable=not passthrough)
 
 
 def heartbeat_signature(url_or_monitor: MonitorValue, kind: str = "success", *, app: Celery | None = None) -> Any:
-    """An immutable signature of the library's ping task: use it as any chain link or chord body.
+    """A ping link for any chain or chord body: it passes its parent's result on unchanged.
 
     `url_or_monitor` is a URL, a monitor dict, or (preferred) a name from
     `heartbeat_urls`: the URL then stays out of broker messages and is resolved
     on the worker. URLs and dicts are validated here (ConfigurationError). The
-    run id sent is the canvas's root id, so a "start" link and the final link
-    of one chain match. None or "" gives a ping that sends nothing.
+    run id sent is the canvas's root id. As a chain's first link it has no parent
+    result to pass on, so the next task would get None: for a start ping use
+    `with_heartbeat(canvas, ..., start=True)`. None or "" gives a ping that sends nothing.
     """
-    return _ping(_app(app), check_target(url_or_monitor), check_kind(kind))
+    return _ping(_app(app), check_target(url_or_monitor), check_kind(kind), passthrough=True)
 
 
-def with_heartbeat(canvas: Any, url_or_monitor: MonitorValue, *, app: Celery | None = None) -> Any:
+def with_heartbeat(canvas: Any, url_or_monitor: MonitorValue, *, start: bool = False, app: Celery | None = None) -> Any:
     """A copy of `canvas` that pings once when all of it succeeded, and once (failure) if any of it failed.
 
+    `start=True` also pings "started" just before the canvas's first task starts:
+    the canvas runs after that ping was delivered (or given up on), so the start
+    never lands after the finish, and both carry one run id.
     The input is never mutated. A group (anywhere a completion must be seen) needs
     a result backend, as every chord does: without one, ConfigurationError.
     """
     the_app = _app(app)
     target = check_target(url_or_monitor)
+    if not isinstance(start, bool):
+        raise ConfigurationError("start", start, "expected True or False")
+    if start and target is not None:
+        _check_start(target)
     sig = _copy(maybe_signature(canvas, app=the_app), the_app)
     if target is None:
         return sig
     builder = _Builder(the_app, target)
-    return builder.complete(sig)
+    sig = builder.complete(sig)
+    if not start:
+        return sig
+    # The start ping runs first and then replaces itself with the canvas (Task.replace): it is
+    # delivered before any of the canvas runs, the canvas gets exactly the arguments it had, and
+    # every part inherits the ping task's root id, the run id of the finish ping too.
+    return the_app.signature(PING_TASK, kwargs={"target": target, "kind": "start", "then": sig})
+
+
+def _check_start(target: Target) -> None:
+    """A URL or monitor dict whose provider has no start signal cannot honour start=True: say so now."""
+    if isinstance(target, str) and "://" not in target:
+        return  # a heartbeat_urls name: resolved (and checked) on the worker
+    monitor = parse_monitor("url_or_monitor", target)
+    if monitor is not None and not monitor.supports("start"):
+        raise ConfigurationError(
+            "start", True, f"provider {monitor.provider!r} has no start signal (healthchecks and cronitor have one)"
+        )
 
 
 def _copy(sig: Any, app: Celery) -> Any:

@@ -26,7 +26,7 @@ from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.names import is_internal
 from celery_heartbeat.config.providers import Kind
 from celery_heartbeat.delivery.handover import Handover, Route, RunEvent
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.sync.engine import sync_in_background
 
 logger = logging.getLogger("celery_heartbeat")
@@ -184,14 +184,14 @@ class Hooks:
             admitted = runs.start(monitor.url, run_id, retries)
             wants = settings.send_start if monitor.start is None else monitor.start
             if admitted and wants and retries == 0 and monitor.supports("start"):
-                wiring.delivery.sender.submit(Ping(monitor, "start", run_id, created=created))
+                wiring.delivery.sender.submit(OutgoingPing(monitor, "start", run_id, created=created))
         elif kind == "success":
             if owed or runs.success(monitor.url, run_id):
-                wiring.delivery.sender.submit(Ping(monitor, "success", run_id, created=created))
+                wiring.delivery.sender.submit(OutgoingPing(monitor, "success", run_id, created=created))
         elif runs.failure(monitor.url, run_id):  # once per run, also when owed
             wants = settings.send_failure if monitor.failure is None else monitor.failure
             if wants and monitor.supports("failure"):
-                wiring.delivery.sender.submit(Ping(monitor, "failure", run_id, detail=detail, created=created))
+                wiring.delivery.sender.submit(OutgoingPing(monitor, "failure", run_id, detail=detail, created=created))
 
     def on_failure(
         self,

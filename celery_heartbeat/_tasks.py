@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Union
 
-from celery import Celery, Task
+from celery import Celery, Task, signature
+from celery.canvas import _chain, maybe_signature
 
 from celery_heartbeat._exceptions import ConfigurationError
 from celery_heartbeat._redact import redact, redact_value
@@ -25,7 +26,7 @@ from celery_heartbeat.config.providers import Kind, WireRequest
 from celery_heartbeat.config.registry import check_name
 from celery_heartbeat.config.settings import Settings
 from celery_heartbeat.delivery.outcome import Outcome
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.delivery.retry import RetryPolicy, deliver
 from celery_heartbeat.delivery.transport import RequestsTransport
 
@@ -84,7 +85,7 @@ def send_now(
     detail: str | None = None,
 ) -> tuple[WireRequest | None, Outcome | None]:
     """Deliver one ping in this thread, within timeout x attempts; (None, None) if the provider lacks `kind`."""
-    request = Ping(monitor, kind, run_id, detail=detail).request()
+    request = OutgoingPing(monitor, kind, run_id, detail=detail).request()
     if request is None:
         return None, None
     policy = RetryPolicy(timeout=settings.timeout, max_attempts=settings.max_attempts, backoff_max=settings.backoff_max)
@@ -116,26 +117,52 @@ def _log(request: WireRequest, outcome: Outcome, what: str) -> None:
 
 
 def ping_task(
-    self: Task, *results: Any, target: Target = None, kind: str = "success", passthrough: bool = False
+    self: Task,
+    *results: Any,
+    target: Target = None,
+    kind: str = "success",
+    passthrough: bool = False,
+    then: Any = None,
 ) -> Any:
-    """Ping `target` now. Never raises: a monitor's trouble must not fail the canvas it reports on.
+    """Ping `target` now, then hand the parent's result on unchanged. Never fails the canvas.
 
-    `passthrough=True` returns the first positional argument (the chord header's
-    results), so a group wrapped into a chord still yields its results.
+    A ping link never changes a chain's data flow: linked after a task, it receives
+    that task's result and returns it (a chord body: the header's results). With
+    `then` (a canvas, from `with_heartbeat(start=True)`), the task replaces itself
+    with that canvas once the ping is delivered, passing on what it received.
+    `passthrough` is accepted for messages sent by earlier versions.
     """
-    value = results[0] if passthrough and results else None
+    value = results[0] if results else None
+    _ping_now(self, target, kind)
+    if then is None:
+        return value
+    return self.replace(_with_args(signature(then, app=self.app), results))
+
+
+def _with_args(canvas: Any, args: tuple[Any, ...]) -> Any:
+    """`canvas` given the arguments its start ping received, as Celery gives a canvas partial arguments."""
+    if not args:
+        return canvas
+    if isinstance(canvas, _chain):  # the first task takes them (a chain's own args are lost by replace)
+        first, *rest = [maybe_signature(task, app=canvas.app) for task in canvas.tasks]
+        return _chain(first.clone(args), *rest, app=canvas.app, **canvas.options)
+    return canvas.clone(args)
+
+
+def _ping_now(self: Task, target: Target, kind: str) -> None:
+    """Deliver the ping in this thread (the ping is this task's work); log, never raise."""
     try:
         settings = settings_of(self.app)
         if not settings.enabled:
-            return value
+            return
         monitor = resolve_target(self.app, target)
         if monitor is None:
             if isinstance(target, str) and "://" not in target:
                 logger.error("celery-heartbeat: no heartbeat_urls entry named %s on this worker", redact_value(target))
-            return value
+            return
         checked = check_kind(kind)
         if not _wants(monitor, checked, settings):
-            return value
+            return
         request = self.request
         run_id = request.root_id or request.group or request.id
         wire, outcome = send_now(monitor, checked, settings, run_id=run_id)
@@ -143,7 +170,6 @@ def ping_task(
             _log(wire, outcome, f"canvas {checked} ping")
     except Exception:
         logger.exception("celery-heartbeat: canvas ping failed (the canvas is unaffected)")
-    return value
 
 
 def beat_liveness_task(self: Task) -> None:

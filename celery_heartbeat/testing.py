@@ -9,7 +9,7 @@ mocking the sender::
         celery_heartbeat.install(app, urls={"proj.nightly_report": receiver.url("nightly-report")})
         nightly_report.delay()
         (ping,) = receiver.wait_for(1, name="nightly-report")
-        assert "POST" == ping.method
+        assert "GET" == ping.method  # a success ping is a plain GET (a failure may POST a body)
 
     # Make the monitoring service slow, failing or flaky:
     receiver.respond(429, headers={"Retry-After": "1"})
@@ -94,7 +94,8 @@ class Ping:
         """Whether a monitoring service would count this as a "job succeeded" ping.
 
         Not a start or failure signal (``/<name>/start``, ``/<name>/fail``,
-        ``?state=run|fail``, ``?status=down``), and answered with a 2xx.
+        ``?state=run|fail``, ``?status=down``, Dead Man's Snitch's ``?s=<non-zero>``),
+        and answered with a 2xx.
         """
         segments = self.path.lstrip("/").split("/")
         if len(segments) > 1 and segments[1] in _NOT_SUCCESS_SEGMENTS:
@@ -102,6 +103,8 @@ class Ping:
         if self.query.get("state") in _NOT_SUCCESS_STATES:
             return False
         if self.query.get("status") == "down":
+            return False
+        if self.query.get("s", "0") != "0":  # Dead Man's Snitch: s is an exit status, non-zero failed
             return False
         return 200 <= self.status < 300
 

@@ -64,6 +64,11 @@ def _define(app: Celery) -> dict[str, Any]:
     return {"stamp": stamp, "latest": latest, "add": add, "boom": boom}
 
 
+def _urls(rx: PingReceiver) -> dict[str, dict[str, str]]:
+    """The rig's `heartbeat_urls`: names the canvas helpers can use."""
+    return {name: {"url": rx.url(name), "provider": "healthchecks"} for name in ("nightly", "etl")}
+
+
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
     require_broker("Redis", REDIS_HOST, REDIS_PORT)
@@ -75,7 +80,7 @@ def rig() -> Iterator[Rig]:
         app.conf.control_exchange = name
         app.conf.result_expires = 300
         tasks = _define(app)
-        celery_heartbeat.install(app, urls={"nightly": {"url": rx.url("nightly"), "provider": "healthchecks"}})
+        celery_heartbeat.install(app, urls=_urls(rx))
         with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
             yield Rig(app, rx, tasks)
 
@@ -181,13 +186,80 @@ def test_success_and_failure_pings_carry_the_canvas_root_id(rig: Rig) -> None:
     assert root_id == start.query["rid"] == success.query["rid"]
 
 
+def test_ping_links_pass_their_parents_result_on_unchanged(rig: Rig) -> None:
+    """A ping link in the middle of a chain, or as a chord body, hands on what it received."""
+    add = rig.tasks["add"]
+    monitor = rig.monitor("passon")
+    middle = chain(add.s(1, 2), heartbeat_signature(monitor, "start", app=rig.app), add.s(4))
+    end = chain(add.s(2, 2), heartbeat_signature(monitor, app=rig.app))
+    body = chord([add.si(1, 1), add.si(2, 2)], heartbeat_signature(monitor, app=rig.app))
+    results = [sig.apply_async() for sig in (middle, end, body)]
+    assert [7, 4, [2, 4]] == [result.get(timeout=15) for result in results]
+    rig.rx.wait_for(3, name="passon")
+
+
+def test_with_heartbeat_start_pings_when_the_first_task_starts_with_the_finish_run_id(rig: Rig) -> None:
+    """start=True: one start ping (from the first task's worker), then one success ping with the same run id."""
+    add, stamp, latest = rig.tasks["add"], rig.tasks["stamp"], rig.tasks["latest"]
+    canvases = {
+        "startchain": (chain(add.s(1, 2), add.s(3)), 6),
+        "startchord": (chord([stamp.si(0.01), stamp.si(0.02)], latest.s()), None),
+        "startgroup": (group(add.si(1, 1), add.si(2, 2)), [2, 4]),
+        "starttask": (add.s(2, 3), 5),
+        "startnested": (chain(group(add.si(1, 1), add.si(2, 2)), latest.s(), add.s(1)), 5),
+    }
+    results = {
+        name: with_heartbeat(canvas, rig.monitor(name), start=True, app=rig.app).apply_async()
+        for name, (canvas, _) in canvases.items()
+    }
+    for name, (_, expected) in canvases.items():
+        value = results[name].get(timeout=20)
+        if expected is not None:
+            assert expected == value, name
+        start, success = rig.rx.wait_for(2, name=name)
+        assert (f"/{name}/start", f"/{name}") == (start.path, success.path)
+        assert start.query["rid"] == success.query["rid"], name
+    time.sleep(SETTLE)
+    assert {name: 2 for name in canvases} == {name: len(rig.rx.pings_for(name)) for name in canvases}
+
+
+def test_with_heartbeat_start_keeps_the_canvas_data_flow(rig: Rig) -> None:
+    """start=True: arguments given at apply time, or a parent's result in an outer chain, still reach the canvas."""
+    add = rig.tasks["add"]
+    applied = with_heartbeat(chain(add.s(3), add.s(4)), rig.monitor("startargs"), start=True, app=rig.app).delay(1)
+    inner = with_heartbeat(chain(add.s(3), add.s(4)), rig.monitor("startouter"), start=True, app=rig.app)
+    outer = chain(add.s(1, 1), inner).apply_async()
+    assert (8, 9) == (applied.get(timeout=15), outer.get(timeout=15))
+    for name in ("startargs", "startouter"):
+        start, success = rig.rx.wait_for(2, name=name)
+        assert (f"/{name}/start", f"/{name}", start.query["rid"]) == (start.path, success.path, success.query["rid"])
+
+
+def test_with_heartbeat_start_by_name_and_failure(rig: Rig) -> None:
+    """start=True with a heartbeat_urls name resolves on the worker; a failing canvas gets start then failure."""
+    add, boom = rig.tasks["add"], rig.tasks["boom"]
+    with_heartbeat(chain(add.s(1, 2), boom.s()), "etl", start=True, app=rig.app).apply_async()
+    start, failure = rig.rx.wait_for(2, name="etl", timeout=15)
+    assert ("/etl/start", "/etl/fail") == (start.path, failure.path)
+    assert start.query["rid"] == failure.query["rid"]
+
+
+def test_with_heartbeat_start_needs_a_provider_with_a_start_signal(rig: Rig) -> None:
+    """start=True on a generic URL (no start signal) is a ConfigurationError, not a silent no-op."""
+    add = rig.tasks["add"]
+    with pytest.raises(ConfigurationError) as info:
+        with_heartbeat(add.s(1, 1), "https://vigilmon.example/p/abc", start=True, app=rig.app)
+    assert "start" == info.value.key
+    with pytest.raises(ConfigurationError):
+        with_heartbeat(add.s(1, 1), rig.monitor("x"), start="yes", app=rig.app)  # type: ignore[arg-type]
+
+
 def test_signature_by_name_keeps_the_url_out_of_the_message_and_resolves_on_the_worker(rig: Rig) -> None:
     """A `heartbeat_urls` name travels instead of the URL, and the worker pings the URL it maps to."""
     sig = heartbeat_signature("nightly", app=rig.app)
-    assert sig.immutable
     assert PING_TASK == sig.task
     assert rig.rx.base_url not in json.dumps(dict(sig))
-    chain(rig.tasks["add"].si(1, 1), sig).delay().get(timeout=15)
+    assert 2 == chain(rig.tasks["add"].si(1, 1), sig).delay().get(timeout=15)
     (ping,) = rig.rx.wait_for(1, name="nightly")
     assert "/nightly" == ping.path
 
@@ -195,14 +267,14 @@ def test_signature_by_name_keeps_the_url_out_of_the_message_and_resolves_on_the_
 def test_ping_task_holds_a_worker_slot_at_most_timeout_times_attempts(rig: Rig) -> None:
     """Against a hanging monitor the ping task gives up after timeout x attempts and still succeeds."""
     rig.rx.respond(200, delay=5.0, name="hang")
-    celery_heartbeat.install(rig.app, urls={"nightly": rig.monitor("nightly")}, timeout=0.3, max_attempts=2)
+    celery_heartbeat.install(rig.app, urls=_urls(rig.rx), timeout=0.3, max_attempts=2)
     try:
         started = time.monotonic()
         result = heartbeat_signature(rig.rx.url("hang"), app=rig.app).delay()
         result.get(timeout=10)
         elapsed = time.monotonic() - started
     finally:
-        celery_heartbeat.install(rig.app, urls={"nightly": rig.monitor("nightly")})
+        celery_heartbeat.install(rig.app, urls=_urls(rig.rx))
         rig.rx.healthy()
     assert "SUCCESS" == result.state
     assert 2 == len(rig.rx.pings_for("hang"))
@@ -264,6 +336,8 @@ def test_disabled_still_registers_the_ping_task_and_sends_nothing() -> None:
         with start_worker(app, pool="solo", perform_ping_check=False):
             linked = chain(add.si(1, 2), heartbeat_signature(rx.url("off"), app=app)).delay()
             wrapped = with_heartbeat(chain(add.si(2, 2), add.s(1)), rx.url("off"), app=app).delay()
-            assert (None, 5) == (linked.get(timeout=10), wrapped.get(timeout=10))
+            monitor = {"url": rx.url("off"), "provider": "healthchecks"}
+            started = with_heartbeat(chain(add.si(3, 3), add.s(1)), monitor, start=True, app=app).delay()
+            assert (3, 5, 7) == (linked.get(timeout=10), wrapped.get(timeout=10), started.get(timeout=10))
             time.sleep(SETTLE)
         assert [] == rx.pings

@@ -24,7 +24,7 @@ from celery_heartbeat.beat.entries import read_entries
 from celery_heartbeat.beat.liveness import liveness_of
 from celery_heartbeat.config.monitor import parse_monitor
 from celery_heartbeat.config.providers import build_request
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 
 TOKEN = "c2354d53d2e4f6a8"  # short enough to fit the old "schemeless values up to 40 characters" hole
 URL = f"https://hc-ping.com/{TOKEN}"
@@ -131,7 +131,7 @@ CASES = [
     Case("re-install warning", _reinstall),
     # reprs
     Case("Monitor", _repr_of(lambda: parse_monitor("k", URL))),
-    Case("Ping", _repr_of(lambda: Ping(parse_monitor("k", URL), "success", "id"))),  # type: ignore[arg-type]
+    Case("OutgoingPing", _repr_of(lambda: OutgoingPing(parse_monitor("k", URL), "success", "id"))),  # type: ignore[arg-type]
     Case("wire request", _repr_of(lambda: build_request("healthchecks", URL, "start", run_id="r"))),
     Case("Settings", _installed_then(lambda hb: repr(hb.settings), heartbeat_urls={"t": URL, "u": {"url": URL}})),
     Case("Heartbeat", _installed_then(repr, heartbeat_urls={"t": URL})),

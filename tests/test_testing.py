@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
 
+import celery_heartbeat
+from celery_heartbeat import testing
+from celery_heartbeat.config.providers import build_request
 from celery_heartbeat.testing import Ping, PingReceiver
 
 
@@ -283,6 +289,8 @@ class TestPing:
             ("/a", {"state": "complete"}, 200, True),
             ("/a", {"status": "down"}, 200, False),
             ("/a", {"status": "up"}, 200, True),
+            ("/a", {"s": "1", "m": "ValueError"}, 200, False),
+            ("/a", {"s": "0"}, 200, True),
             ("/a", {}, 500, False),
             ("/a", {}, 0, False),
         ],
@@ -292,6 +300,42 @@ class TestPing:
         ping = _ping(path, time=0.0, query=query, status=status)
 
         assert expected == ping.is_success
+
+    @pytest.mark.parametrize("provider", ["healthchecks", "cronitor", "betterstack", "uptime_kuma", "deadmanssnitch"])
+    def test_is_success_agrees_with_every_providers_wire_format(self, receiver: PingReceiver, provider: str) -> None:
+        """What the library sends as success counts as success; its start and failure signals never do."""
+        sent = {}
+        for kind in ("start", "success", "failure"):
+            wire = build_request(provider, receiver.url(kind), kind, run_id="r1", detail="ValueError")  # type: ignore[arg-type]
+            if wire is not None:
+                requests.request(wire.method, wire.url, data=wire.body, timeout=5)
+                sent[kind] = wire.method
+        receiver.wait_for(len(sent))
+        judged = {kind: [p.is_success for p in receiver.pings_for(kind)] for kind in sent}
+        assert {kind: [kind == "success"] for kind in sent} == judged
+
+
+class TestDocstring:
+    def test_module_docstring_shows_the_method_a_success_ping_really_uses(self) -> None:
+        """The module docstring's example asserts the HTTP method that install()'s success ping really has."""
+        shown = re.search(r'assert "(\w+)" == ping.method', testing.__doc__ or "")
+        assert shown is not None
+        app = Celery("docstring", broker="memory://", set_as_current=False)
+        app.conf.broker_transport_options = {"polling_interval": 0.01}
+
+        @app.task(name="proj.nightly_report")
+        def nightly_report() -> None:
+            return None
+
+        with PingReceiver() as receiver:
+            handle = celery_heartbeat.install(app, urls={"proj.nightly_report": receiver.url("nightly-report")})
+            try:
+                with start_worker(app, pool="solo", perform_ping_check=False):
+                    nightly_report.delay()
+                    (ping,) = receiver.wait_for(1, name="nightly-report")
+            finally:
+                handle.uninstall()
+        assert shown.group(1) == ping.method
 
 
 class TestIsLate:

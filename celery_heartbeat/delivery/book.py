@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from celery_heartbeat.delivery.backoff import host_of
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 
 SlotKey = tuple[str, str]
 """(kind, run id) for the finish of a run whose start was sent; (kind, "") otherwise."""
@@ -40,7 +40,7 @@ Gate = Callable[[str], "float | None"]
 
 @dataclass
 class Entry:
-    ping: Ping
+    ping: OutgoingPing
     key: SlotKey
     #: Attempts already made (a retry is an attempt after the first).
     tries: int = 0
@@ -79,7 +79,7 @@ class PendingBook:
     def __len__(self) -> int:
         return self.pending
 
-    def queue_of(self, url: str) -> list[Ping]:
+    def queue_of(self, url: str) -> list[OutgoingPing]:
         """A monitor's queued pings, head first (in flight not included)."""
         monitor = self._monitors.get(url)
         return [] if monitor is None else [entry.ping for entry in monitor.queue]
@@ -94,7 +94,7 @@ class PendingBook:
 
     # -- producer side --------------------------------------------------------------------
 
-    def put(self, ping: Ping) -> bool:
+    def put(self, ping: OutgoingPing) -> bool:
         """Queue a ping in its slot, replacing an older one there; True when the slot was empty."""
         monitor = self._monitors.get(ping.url)
         if monitor is None:
@@ -208,10 +208,10 @@ class PendingBook:
     # -- slots and runs -------------------------------------------------------------------
 
     @staticmethod
-    def _slot(ping: Ping, owed: bool) -> SlotKey:
+    def _slot(ping: OutgoingPing, owed: bool) -> SlotKey:
         return (ping.kind, ping.run_id or "" if owed else "")
 
-    def _is_owed(self, ping: Ping, monitor: _Monitor) -> bool:
+    def _is_owed(self, ping: OutgoingPing, monitor: _Monitor) -> bool:
         """Whether this is the finish of a run whose start went out (or is going out right now)."""
         if ping.kind == "start" or not ping.run_id:
             return False
@@ -220,7 +220,7 @@ class PendingBook:
         flying = monitor.flying
         return flying is not None and flying.ping.kind == "start" and flying.ping.run_id == ping.run_id
 
-    def _remove_key(self, monitor: _Monitor, key: SlotKey) -> Ping | None:
+    def _remove_key(self, monitor: _Monitor, key: SlotKey) -> OutgoingPing | None:
         for i, entry in enumerate(monitor.queue):
             if entry.key == key:
                 del monitor.queue[i]
@@ -228,7 +228,7 @@ class PendingBook:
                 return entry.ping
         return None
 
-    def _gave_way(self, monitor: _Monitor, loser: Entry | Ping) -> None:
+    def _gave_way(self, monitor: _Monitor, loser: Entry | OutgoingPing) -> None:
         """A ping gave way to a newer one of its slot. A finish takes its run's unsent start along:
         a start must never go out once its own finish cannot."""
         ping = loser.ping if isinstance(loser, Entry) else loser
@@ -240,7 +240,7 @@ class PendingBook:
         if start is not None:
             self.coalesced += 1
 
-    def _remove_key_if(self, monitor: _Monitor, key: SlotKey, run_id: str) -> Ping | None:
+    def _remove_key_if(self, monitor: _Monitor, key: SlotKey, run_id: str) -> OutgoingPing | None:
         for i, entry in enumerate(monitor.queue):
             if entry.key == key and entry.ping.run_id == run_id:
                 del monitor.queue[i]
@@ -248,7 +248,7 @@ class PendingBook:
                 return entry.ping
         return None
 
-    def _settle(self, monitor: _Monitor, ping: Ping, *, delivered: bool) -> None:
+    def _settle(self, monitor: _Monitor, ping: OutgoingPing, *, delivered: bool) -> None:
         """Track which runs are owed a finish: the start went out, the finish did not yet."""
         if not ping.run_id:
             return

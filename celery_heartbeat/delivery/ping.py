@@ -10,7 +10,7 @@ from celery_heartbeat.config.providers import Kind, WireRequest, build_request
 
 
 @dataclass(frozen=True)
-class Ping:
+class OutgoingPing:
     monitor: Monitor
     kind: Kind
     run_id: str | None = None

@@ -29,7 +29,7 @@ from celery_heartbeat._exceptions import TransportError
 from celery_heartbeat._redact import redact
 from celery_heartbeat.delivery.backoff import BackoffPolicy, Backoffs
 from celery_heartbeat.delivery.book import PendingBook
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.delivery.scheduler import Answer, Job, Limits, Scheduler
 from celery_heartbeat.delivery.transport import RequestsTransport, Transport
 from celery_heartbeat.delivery.workers import WorkerPool
@@ -42,7 +42,7 @@ THREAD_NAME = "celery-heartbeat-sender"
 class Sender(Protocol):
     """Where hooks hand pings. No method ever blocks the caller for long or raises."""
 
-    def submit(self, ping: Ping) -> bool: ...
+    def submit(self, ping: OutgoingPing) -> bool: ...
 
     def flush(self, timeout: float) -> bool: ...
 
@@ -153,7 +153,7 @@ class BackgroundSender:
 
     # -- producer side (task threads) -------------------------------------------------
 
-    def submit(self, ping: Ping) -> bool:
+    def submit(self, ping: OutgoingPing) -> bool:
         """Queue a ping for delivery; False when it was not accepted (closed). Never raises."""
         try:
             self._check_pid()

@@ -43,7 +43,8 @@ def _folder(name: str) -> str:
 
 app = Celery("quickstart_app")
 app.conf.update(
-    broker_url="filesystem://",
+    # kombu's filesystem:// transport, writing each message file atomically (see transport.py).
+    broker_transport="quickstart_app.transport:Transport",
     broker_transport_options={
         "data_folder_in": _folder("queues"),
         "data_folder_out": _folder("queues"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.book import Entry, PendingBook
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 
 A = Monitor("https://hc-ping.com/aaaa", "healthchecks")
 B = Monitor("https://hc-ping.com/bbbb", "healthchecks")
@@ -25,8 +25,8 @@ def go(_: str) -> float | None:
     return 0.0
 
 
-def ping(monitor: Monitor, kind: str, run: str = "", at: float = 1000.0) -> Ping:
-    return Ping(monitor, kind, run or None, created=at)  # type: ignore[arg-type]
+def ping(monitor: Monitor, kind: str, run: str = "", at: float = 1000.0) -> OutgoingPing:
+    return OutgoingPing(monitor, kind, run or None, created=at)  # type: ignore[arg-type]
 
 
 def take(book: PendingBook) -> Entry:

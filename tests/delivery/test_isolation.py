@@ -12,7 +12,7 @@ from support import wait_until
 
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.providers import WireRequest
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.delivery.sender import BackgroundSender
 from celery_heartbeat.delivery.transport import Response
 from celery_heartbeat.testing import PingReceiver
@@ -72,11 +72,11 @@ def test_deliveries_run_concurrently_up_to_the_bound_one_per_monitor(make_sender
     the threads go away when idle."""
     gate = Gate()
     sender = make_sender(gate.transport, timeout=5.0, concurrency=8, slow_after=60.0, idle_exit=0.5)
-    sender.submit(Ping(monitor(0), "success"))
+    sender.submit(OutgoingPing(monitor(0), "success"))
     wait_until(lambda: 1 == sender.stats()["sent"])
     for i in range(1, 31):
-        sender.submit(Ping(monitor(i), "start", f"r{i}"))
-        sender.submit(Ping(monitor(i), "success", f"r{i}"))
+        sender.submit(OutgoingPing(monitor(i), "start", f"r{i}"))
+        sender.submit(OutgoingPing(monitor(i), "success", f"r{i}"))
     with gate.cv:
         assert gate.cv.wait_for(lambda: len(gate.flying) == 8, timeout=10)
     assert 8 == sender.threads()
@@ -92,10 +92,10 @@ def test_a_host_that_never_answered_gets_one_attempt_at_a_time(make_sender: Make
         rx.respond(200, delay=30)
         sender = make_sender(timeout=10.0)
         for i in range(5):
-            sender.submit(Ping(monitor(i, rx.base_url), "success"))
+            sender.submit(OutgoingPing(monitor(i, rx.base_url), "success"))
         rx.wait_for(1)
         with PingReceiver() as other:  # a barrier: a later ping elsewhere arrived, so the dispatcher ran
-            sender.submit(Ping(monitor(0, other.base_url), "success"))
+            sender.submit(OutgoingPing(monitor(0, other.base_url), "success"))
             other.wait_for(1)
         assert 1 == len(rx.pings)
 
@@ -109,18 +109,18 @@ def test_hanging_hosts_do_not_hold_up_other_hosts(make_sender: MakeSender) -> No
         healthy = stack.enter_context(PingReceiver())
         sender = make_sender(timeout=20.0)
         for rx in went_silent:
-            sender.submit(Ping(monitor(0, rx.base_url), "success"))
+            sender.submit(OutgoingPing(monitor(0, rx.base_url), "success"))
         assert sender.flush(5.0)
         for rx in [*went_silent, never_answers]:
             rx.respond(200, delay=60)
         for i in range(12):
             for rx in [*went_silent, never_answers]:
-                sender.submit(Ping(monitor(i, rx.base_url), "start", f"r{i}"))
+                sender.submit(OutgoingPing(monitor(i, rx.base_url), "start", f"r{i}"))
         for rx in went_silent:
             rx.wait_for(1 + 8)  # as many in flight as the concurrency allows
         never_answers.wait_for(1)
         for i in range(5):
-            sender.submit(Ping(monitor(i, healthy.base_url), "success"))
+            sender.submit(OutgoingPing(monitor(i, healthy.base_url), "success"))
         healthy.wait_for(5, timeout=15)
         wait_until(lambda: 7 == sender.stats()["sent"])
         assert 0 == sender.stats()["failed"]  # no hanging attempt has ended: nobody waited for one
@@ -140,7 +140,7 @@ def test_each_monitor_sees_its_events_in_order_across_an_outage(make_sender: Mak
             kind = rng.choice(["start", "success", "success", "failure"])
             run = f"{name}-{n:04d}"
             submitted.setdefault(name, []).append(run)
-            sender.submit(Ping(Monitor(rx.url(name), "cronitor"), kind, run))  # type: ignore[arg-type]
+            sender.submit(OutgoingPing(Monitor(rx.url(name), "cronitor"), kind, run))  # type: ignore[arg-type]
         wait_until(lambda: sender.stats()["failed"] >= 20)
         rx.healthy()
         recovered = time.time()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.delivery.backoff import BackoffPolicy, Backoffs
 from celery_heartbeat.delivery.book import PendingBook
-from celery_heartbeat.delivery.ping import Ping
+from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.delivery.scheduler import Answer, Job, Limits, Scheduler
 from celery_heartbeat.delivery.transport import Response
 
@@ -20,7 +20,7 @@ def scheduler(**limits: float) -> Scheduler:
 
 def submit(s: Scheduler, host: str, count: int) -> None:
     for i in range(count):
-        s.book.put(Ping(Monitor(f"{host}/m{i}", "healthchecks"), "success", created=NOW))
+        s.book.put(OutgoingPing(Monitor(f"{host}/m{i}", "healthchecks"), "success", created=NOW))
 
 
 def take_all(s: Scheduler, now: float = NOW) -> tuple[list[Job], float | None]:
