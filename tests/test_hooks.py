@@ -22,11 +22,46 @@ from celery_heartbeat._heartbeat import installed
 from celery_heartbeat.testing import Ping, PingReceiver
 
 
+class InFlight:
+    """Runs of the story app between task_prerun and task_postrun.
+
+    A caller's `.get()` returns once the result is stored, which Celery does BEFORE it fires
+    task_success / task_failure: a test must wait for task_postrun (every signal of the run has
+    fired, so every ping is queued) before it flushes and looks at what arrived.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.count = 0
+        self.idle = threading.Condition()
+
+    def prerun(self, task: Any = None, **_: Any) -> None:
+        if task is not None and task.app is self.app:
+            with self.idle:
+                self.count += 1
+
+    def postrun(self, task: Any = None, **_: Any) -> None:
+        if task is not None and task.app is self.app:
+            with self.idle:
+                self.count -= 1
+                self.idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.idle:
+            return self.idle.wait_for(lambda: self.count == 0, timeout)
+
+
 @dataclass
 class Story:
     app: Celery
     rx: PingReceiver
     tasks: dict[str, Any]
+    in_flight: InFlight
+
+    def settle(self, hb: Heartbeat) -> None:
+        """Wait until every run has fired all its signals, then until every ping queued has been delivered."""
+        assert self.in_flight.wait_idle(10.0)
+        assert hb.flush(10.0)
 
     def install(self, urls: dict[str, Any], **settings: Any) -> Heartbeat:
         settings.setdefault("coalesce_seconds", 0)
@@ -102,8 +137,15 @@ def module_story() -> Iterator[Story]:
         app = Celery("hooks_story", broker="memory://", backend="cache+memory://", set_as_current=False)
         app.conf.broker_transport_options = {"polling_interval": 0.01}
         tasks = _define_tasks(app, rx)
-        with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
-            yield Story(app, rx, tasks)
+        in_flight = InFlight(app)
+        signals.task_prerun.connect(in_flight.prerun, weak=False)
+        signals.task_postrun.connect(in_flight.postrun, weak=False)
+        try:
+            with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=15):
+                yield Story(app, rx, tasks, in_flight)
+        finally:
+            signals.task_prerun.disconnect(in_flight.prerun)
+            signals.task_postrun.disconnect(in_flight.postrun)
 
 
 @pytest.fixture
@@ -117,11 +159,6 @@ def story(module_story: Story) -> Iterator[Story]:
         handle.uninstall()
 
 
-def settle(hb: Heartbeat) -> None:
-    """Wait until every ping this process queued has been delivered."""
-    assert hb.flush(10.0)
-
-
 def targets(pings: list[Ping]) -> list[str]:
     return [f"{p.method} {p.path}" for p in pings]
 
@@ -131,7 +168,7 @@ def test_mapped_success_sends_exactly_one_success_ping(story: Story) -> None:
     hb = story.install({"proj.mapped": story.rx.url("mapped")})
     assert 8 == story.run("unmapped")
     assert 7 == story.run("mapped")
-    settle(hb)
+    story.settle(hb)
     assert ["GET /mapped"] == targets(story.rx.pings)
 
 
@@ -146,7 +183,7 @@ def test_glob_option_and_exact_precedence_through_a_worker(story: Story) -> None
     )
     for name in ("daily", "weekly", "monthly"):
         story.run(name)
-        settle(hb)
+        story.settle(hb)
     assert ["GET /reports-glob", "GET /weekly-option", "GET /monthly-exact"] == targets(story.rx.pings)
 
 
@@ -156,7 +193,7 @@ def test_failing_task_sends_one_failure_ping_and_no_success(story: Story) -> Non
     result = story.tasks["broken"].delay("s3cr3t-argument")
     with pytest.raises(KeyError):
         result.get(timeout=15, interval=0.01)
-    settle(hb)
+    story.settle(hb)
     (ping,) = story.rx.pings
     assert ("POST", "/broken/fail", b"KeyError") == (ping.method, ping.path, ping.body)
     assert result.id == ping.query["rid"]
@@ -168,7 +205,7 @@ def test_retry_is_not_a_failure(story: Story) -> None:
     hb = story.install({"proj.flaky": {"url": story.rx.url("flaky"), "provider": "healthchecks"}}, send_start=True)
     result = story.tasks["flaky"].delay()
     assert [0, 1, 2] == result.get(timeout=15, interval=0.01)
-    settle(hb)
+    story.settle(hb)
     assert ["GET /flaky/start", "GET /flaky"] == targets(story.rx.pings)
     assert [result.id, result.id] == [p.query["rid"] for p in story.rx.pings]
 
@@ -179,7 +216,7 @@ def test_exhausted_retries_send_one_failure(story: Story) -> None:
     result = story.tasks["doomed"].delay()
     with pytest.raises(ValueError):
         result.get(timeout=15, interval=0.01)
-    settle(hb)
+    story.settle(hb)
     assert [("run", result.id), ("fail", result.id)] == [(p.query["state"], p.query["series"]) for p in story.rx.pings]
     assert "ValueError" == story.rx.pings[1].query["message"]
 
@@ -197,7 +234,7 @@ def test_failure_pings_can_be_turned_off(story: Story) -> None:
         story.tasks["broken"].delay("x").get(timeout=15, interval=0.01)
     with pytest.raises(RuntimeError):
         story.run("sometimes", True)
-    settle(hb)
+    story.settle(hb)
     assert ["POST /loud/fail"] == targets(story.rx.pings)
 
 
@@ -207,7 +244,7 @@ def test_generic_monitor_gets_no_failure_ping(story: Story) -> None:
     with pytest.raises(RuntimeError):
         story.run("sometimes", True)
     story.run("sometimes", False)
-    settle(hb)
+    story.settle(hb)
     assert ["GET /plain"] == targets(story.rx.pings)
 
 
@@ -216,7 +253,7 @@ def test_coalescing_sends_one_success_per_window(story: Story) -> None:
     hb = story.install({"proj.mapped": story.rx.url("f")}, coalesce_seconds=60)
     for _ in range(5):
         story.run("mapped")
-    settle(hb)
+    story.settle(hb)
     assert ["GET /f"] == targets(story.rx.pings)
     assert 4 == hb.stats()["coalesced"]
 
@@ -229,7 +266,7 @@ def test_success_after_failure_is_never_coalesced(story: Story) -> None:
         story.run("sometimes", True)
     story.run("sometimes", False)
     story.run("sometimes", False)
-    settle(hb)
+    story.settle(hb)
     assert ["GET /s", "POST /s/fail", "GET /s"] == targets(story.rx.pings)
 
 
@@ -242,7 +279,7 @@ def test_start_and_finish_are_never_split_by_coalescing(story: Story) -> None:
     )
     results = [story.tasks["double"].delay(i) for i in range(8)]
     assert [i * 2 for i in range(8)] == [r.get(timeout=15, interval=0.01) for r in results]
-    settle(hb)
+    story.settle(hb)
     pings = story.rx.pings
     starts = [p.query["rid"] for p in pings if p.path.endswith("/start")]
     finishes = [p.query["rid"] for p in pings if p.path == "/p"]
@@ -254,7 +291,7 @@ def test_disabled_sends_nothing(story: Story) -> None:
     """heartbeat_enabled=False wires no hooks: tasks run, no ping is sent."""
     hb = story.install({"proj.mapped": story.rx.url("t")}, enabled=False)
     assert 7 == story.run("mapped")
-    settle(hb)
+    story.settle(hb)
     assert [] == story.rx.pings
 
 
@@ -265,7 +302,7 @@ def test_installing_twice_never_doubles_a_ping(story: Story) -> None:
     assert first is story.install(urls)
     third = story.install(urls, timeout=2.0)
     story.run("mapped")
-    settle(third)
+    story.settle(third)
     assert ["GET /once"] == targets(story.rx.pings)
 
 
@@ -287,7 +324,7 @@ def test_uninstall_stops_pings(story: Story) -> None:
     sentinel = story.install({"proj.unmapped": story.rx.url("sentinel")})
     story.run("unmapped")
     story.rx.wait_for(1, name="sentinel")
-    settle(sentinel)
+    story.settle(sentinel)
     assert ["GET /sentinel"] == targets(story.rx.pings)
 
 
