@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -21,3 +22,19 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.01)
+
+
+def write_django_settings(directory: Path, module: str, db: Path) -> Path:
+    """Write `directory/module.py`: a Django settings module for django-celery-beat on a sqlite file `db`.
+
+    The sqlite timeout is long: two beats (or a beat and a worker) share the file in some tests.
+    """
+    settings = f"""\
+SECRET_KEY = "x"
+USE_TZ = True
+INSTALLED_APPS = ["django_celery_beat"]
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(db)!r}, "OPTIONS": {{"timeout": 30}}}}}}
+"""
+    path = directory / f"{module}.py"
+    path.write_text(settings)
+    return path

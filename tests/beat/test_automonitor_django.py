@@ -9,11 +9,11 @@ worker_init (then its connection is closed) and inherited by the children.
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
 from celery import Celery
+from support import write_django_settings
 from worker_process import celery_worker
 
 from celery_heartbeat.testing import PingReceiver
@@ -61,20 +61,13 @@ def poll(a, b):
     return a + b
 """
 
-SETTINGS = """
-SECRET_KEY = "x"
-USE_TZ = True
-INSTALLED_APPS = ["django_celery_beat"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}}}}}
-"""
-
 
 def test_prefork_children_never_query_the_schedule_database(
     tmp_path: Path, clean_env: dict[str, str], redis_url: str, unique_name: str
 ) -> None:
     """Only the worker's main process opens a database connection; the children's pings still find the entry."""
     pytest.importorskip("django_celery_beat")
-    (tmp_path / "djsettings.py").write_text(textwrap.dedent(SETTINGS.format(db=str(tmp_path / "db.sqlite3"))))
+    write_django_settings(tmp_path, "djsettings", tmp_path / "db.sqlite3")
     (tmp_path / "djapp.py").write_text(APP_MODULE)
     connections = tmp_path / "connections.log"
     with PingReceiver() as rx:

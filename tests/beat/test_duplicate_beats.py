@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from support import write_django_settings
 from worker_process import celery_worker
 
 from celery_heartbeat.beat.announcer import EXCHANGE_PREFIX
@@ -215,13 +216,6 @@ def test_a_restart_never_alarms(
         assert "dispatching the same schedule" not in (tmp_path / "worker.log").read_text()
 
 
-DJANGO_SETTINGS = """
-SECRET_KEY = "x"
-USE_TZ = True
-INSTALLED_APPS = ["django_celery_beat"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}, "OPTIONS": {{"timeout": 30}}}}}}
-"""
-
 DJANGO_PRELUDE = """
 import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djsettings_{name}")
@@ -235,8 +229,7 @@ def test_database_scheduler_two_beats_alarm(
 ) -> None:
     """django-celery-beat's DatabaseScheduler (one sqlite file, two beats): failure ping naming both."""
     pytest.importorskip("django_celery_beat")
-    settings = DJANGO_SETTINGS.format(db=str(tmp_path / "db.sqlite3"))
-    (tmp_path / f"djsettings_{unique_name}.py").write_text(textwrap.dedent(settings))
+    write_django_settings(tmp_path, f"djsettings_{unique_name}", tmp_path / "db.sqlite3")
     rig = Rig(tmp_path, clean_env, unique_name, ("-S", "django_celery_beat.schedulers:DatabaseScheduler"))
     migrate = "import django; django.setup(); from django.core.management import call_command; call_command('migrate')"
     env = dict(rig.env, DJANGO_SETTINGS_MODULE=f"djsettings_{unique_name}")

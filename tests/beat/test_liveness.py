@@ -16,6 +16,7 @@ import pytest
 from celery import Celery, signals
 from celery.beat import Service
 from celery.contrib.testing.worker import start_worker
+from support import write_django_settings
 from worker_process import WorkerProcess, spawn_worker
 
 import celery_heartbeat
@@ -251,13 +252,7 @@ def test_database_scheduler_gets_the_entry_with_its_expiry_at_beat_start(
     """django-celery-beat: beat_init writes the row (no URL in it), with an expiry of one period."""
     pytest.importorskip("django_celery_beat")
     db = tmp_path / "db.sqlite3"
-    settings = f"""
-        SECRET_KEY = "x"
-        USE_TZ = True
-        INSTALLED_APPS = ["django_celery_beat"]
-        DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(db)!r}}}}}
-    """
-    (tmp_path / "djsettings.py").write_text(textwrap.dedent(settings))
+    write_django_settings(tmp_path, "djsettings", db)
     (tmp_path / "djbeat.py").write_text(DJANGO_BEAT)
     env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
     url = "https://hc-ping.com/5ecret-db-beat"

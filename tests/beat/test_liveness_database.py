@@ -12,19 +12,13 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
+from support import write_django_settings
 
 import celery_heartbeat
 from celery_heartbeat._tasks import BEAT_TASK
 from celery_heartbeat.beat.liveness import ENTRY_NAME
 
 pytestmark = pytest.mark.slow
-
-SETTINGS = """
-SECRET_KEY = "tests"
-USE_TZ = True
-INSTALLED_APPS = ["django_celery_beat"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}}}}}
-"""
 
 APP = """
 import os
@@ -83,7 +77,7 @@ def test_turning_beat_liveness_off_disables_its_database_row_at_beat_start(
     """Liveness on: beat writes an enabled row; off: the next beat start disables it; on again: enabled again."""
     pytest.importorskip("django_celery_beat")
     db = tmp_path / "db.sqlite3"
-    (tmp_path / "hb_db_settings.py").write_text(textwrap.dedent(SETTINGS.format(db=str(db))))
+    write_django_settings(tmp_path, "hb_db_settings", db)
     module = f"hb_db_{unique_name}"
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP.format(name=unique_name)))
     env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}", DJANGO_SETTINGS_MODULE="hb_db_settings")

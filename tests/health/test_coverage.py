@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from kombu import Queue
+from support import write_django_settings
 
 from celery_heartbeat.beat.entries import read_entries
 from celery_heartbeat.health.coverage import Coverage, Route, route_entry, route_task, schedule_routes
@@ -124,13 +124,7 @@ def test_django_celery_beat_rows_route_by_their_own_queue(tmp_path: Path, clean_
     """A PeriodicTask row's `queue` column is the entry's queue (the DatabaseScheduler sends it there)."""
     pytest.importorskip("django_celery_beat")
     db = tmp_path / "db.sqlite3"
-    settings = f"""
-        SECRET_KEY = "x"
-        USE_TZ = True
-        INSTALLED_APPS = ["django_celery_beat"]
-        DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(db)!r}}}}}
-        """
-    (tmp_path / "djcov_settings.py").write_text(textwrap.dedent(settings))
+    write_django_settings(tmp_path, "djcov_settings", db)
     env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}", DJANGO_SETTINGS_MODULE="djcov_settings")
 
     done = subprocess.run([sys.executable, "-c", DJANGO_SCRIPT], env=env, capture_output=True, text=True, timeout=90)

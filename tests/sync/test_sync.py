@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,6 +18,7 @@ from celery.bin.base import CLIContext
 from celery.schedules import crontab, solar
 from click.testing import CliRunner
 from fake_monitoring_api import FakeCronitor, FakeHealthchecks
+from support import write_django_settings
 
 import celery_heartbeat
 from celery_heartbeat.beat.cron import local_zone_name, zone_name
@@ -537,16 +537,7 @@ def test_database_scheduler_entries_are_synced_with_their_own_zone(
     import subprocess
 
     db = tmp_path / "db.sqlite3"
-    (tmp_path / "djsettings.py").write_text(
-        textwrap.dedent(
-            f"""
-            SECRET_KEY = "x"
-            USE_TZ = True
-            INSTALLED_APPS = ["django_celery_beat"]
-            DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(db)!r}}}}}
-            """
-        )
-    )
+    write_django_settings(tmp_path, "djsettings", db)
     (tmp_path / "djrun.py").write_text(DJANGO_APP)
     env = dict(clean_env, PYTHONPATH=f"{tmp_path}:{clean_env['PYTHONPATH']}")
     proc = subprocess.run(
