@@ -3,7 +3,9 @@
 In one run: `on_prerun` + `on_success` timed per call (a) where no channel exists
 (solo, threads, gevent, eventlet: decide and enqueue in place) and (b) in a
 forked pool process that hands both events to the main process; then the main
-process's CPU time per run while its reader thread applies them. The endpoint
+process's CPU time per run while its reader thread applies them; (d) the same
+at a steady rate, as a busy pool hands runs over, with the reader resting 5 ms
+(the previous setting) and its current pause between bursts. The endpoint
 is a `PingReceiver`; default settings (coalescing 10 s). Usage::
 
     python benchmarks/handover.py              # 20,000 runs each
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from celery import Celery  # noqa: E402
 
 import celery_heartbeat  # noqa: E402
+from celery_heartbeat.delivery import handover  # noqa: E402
 from celery_heartbeat.testing import PingReceiver  # noqa: E402
 
 
@@ -49,6 +52,23 @@ def time_runs(hb: Any, task: Any, runs: int) -> list[float]:
     return samples
 
 
+def paced(hb: Any, task: Any, rate: int, seconds: float) -> float:
+    """Main-process CPU (microseconds per run) while a forked pool process runs `rate` runs a second."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    pid = os.fork()
+    if pid == 0:  # the pool process
+        start, runs = time.monotonic(), int(rate * seconds)
+        for i in range(runs):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            time_runs(hb, task, 1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert hb._hooks.drain(30.0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu / int(rate * seconds) * 1e6
+
+
 def summary(samples: list[float]) -> str:
     samples = sorted(samples)
     return f"median {statistics.median(samples):6.2f} us, p99 {samples[int(len(samples) * 0.99)]:6.2f} us"
@@ -57,6 +77,8 @@ def summary(samples: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=300, help="runs per second for (d)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long (d) lasts")
     options = parser.parse_args()
     with PingReceiver() as rx:
         app = Celery(f"handover{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
@@ -88,6 +110,18 @@ def main() -> int:
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         print(f"(c) main process CPU applying them:            {cpu / options.runs * 1e6:6.2f} us per run")
+
+        # A busy pool's runs arrive spread out, not in one burst: the reader's wake-ups then count.
+        current, paced_cpu = handover.BATCH_PAUSE, {}
+        for pause in (0.005, current):
+            handover.BATCH_PAUSE = pause
+            paced_cpu[pause] = paced(hb, noop, options.rate, options.seconds)
+            print(
+                f"(d) main process CPU, {options.rate} runs/s spread out, reader resting {pause * 1000:3.0f} ms: "
+                f"{paced_cpu[pause]:6.2f} us per run"
+            )
+        handover.BATCH_PAUSE = current
+        print(f"    ratio {current * 1000:.0f} ms / 5 ms: {paced_cpu[current] / paced_cpu[0.005]:.2f}")
         hb.flush(10.0)
         hb.uninstall()
     return 0

@@ -1,26 +1,35 @@
-"""What celery-heartbeat costs a worker: throughput with and without it, and the signal hook's own cost.
+"""What celery-heartbeat costs a worker: its throughput beside the same worker without the library.
 
-Real ``celery worker`` subprocesses (prefork with 2 children, then solo) on
-Redis drain N trivial mapped tasks under each scenario:
+Two real ``celery worker`` subprocesses (prefork with 2 children, then solo) on
+Redis run at the same time, each draining N trivial tasks from its own queue:
+one without the library, one with it under a scenario:
 
-    (a)  no library
+    (a)  no library (a null pair: what the method itself reads when both sides are equal)
     (b)  library, healthy endpoint (default settings: at most one success ping per 10 s)
     (b0) library, healthy endpoint, heartbeat_coalesce_seconds=0 (every task pings)
     (c)  library, endpoint answering after 2 s
     (d)  library, endpoint refusing connections
-    (e)  no library; the tutorial's inline ``requests.get(url, timeout=5)`` in the
-         task body, against the 2 s endpoint (fewer tasks: each one waits)
 
-Tasks are published before the worker starts; throughput is measured from the
-first task's completion to the last one's (each task bumps a Redis counter,
-in every scenario alike). Scenarios run round-robin, ``--repeat`` times, and
-each reports its median (and the spread, since a shared machine is noisy).
-The endpoint is a ``PingReceiver``. Then the hook:
-``Hooks.on_prerun`` + ``Hooks.on_success`` timed directly, per call, on a
-really installed app. Usage::
+Why side by side: this machine's speed drifts by tens of percent from one second
+to the next (other virtual machines on the same host), so two workers run one
+after the other differ by more than the few percent being measured. Run
+together, both see the same machine. The ratio is the tasks the library's
+worker completed divided by those of the plain worker over the same interval
+(from when both have done a tenth of their tasks until one has done nine
+tenths); each task bumps a Redis counter. Each worker's CPU per task over that
+interval (its main process and pool processes, from /proc) is printed too. Where
+it can (Linux, as root), each worker runs in a cgroup of its own, so both get
+the same share of the CPU: the kernel otherwise shares it per thread, which
+would favour the side with more threads. The
+two start in alternating order; each scenario reports the median of ``--repeat``
+pairs and their spread. Then ``(e)``, sequentially: the tutorial's inline
+``requests.get(url, timeout=5)`` in the task body against the 2 s endpoint.
+Then the hook: ``Hooks.on_prerun`` + ``Hooks.on_success`` timed directly, per
+call, on a really installed app. Usage::
 
-    python benchmarks/overhead.py                      # N=2000, 3 rounds, both pools
-    python benchmarks/overhead.py --n 5000 --repeat 5 --pools prefork --broker redis://127.0.0.1:6379/3
+    python benchmarks/overhead.py                      # N=3000, 5 pairs, both pools
+    python benchmarks/overhead.py --n 5000 --repeat 9 --pools prefork
+    python benchmarks/overhead.py --library ../old-checkout   # another version of the library
 
 Targets: (b), (c), (d) at 0.97 of (a) or better; the hook under 20 us median.
 """
@@ -28,6 +37,7 @@ Targets: (b), (c), (d) at 0.97 of (a) or better; the hook under 20 us median.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -39,8 +49,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -118,17 +127,17 @@ class Scenario:
     mode: str  # "none", "library" or "inline"
     endpoint: str  # "healthy", "slow" or "refused"
     coalesce: float = 10.0
-    inline: bool = False
 
 
+NULL = Scenario("(a)  no library", "none", "healthy")
 SCENARIOS = [
-    Scenario("(a)  no library", "none", "healthy"),
+    NULL,
     Scenario("(b)  library, healthy endpoint", "library", "healthy"),
     Scenario("(b0) library, healthy, coalesce 0", "library", "healthy", coalesce=0.0),
     Scenario("(c)  library, 2 s latency endpoint", "library", "slow"),
     Scenario("(d)  library, refused endpoint", "library", "refused"),
-    Scenario("(e)  inline requests.get, 2 s endpoint", "inline", "slow", inline=True),
 ]
+INLINE = Scenario("(e)  inline requests.get, 2 s endpoint", "inline", "slow")
 
 
 def reachable(url: str) -> bool:
@@ -147,59 +156,199 @@ def free_port() -> int:
     return port
 
 
-@contextmanager
-def worker(module_dir: Path, pool: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", pool, "-Q", env["BENCH_QUEUE"]]
-    command += ["--loglevel", "WARNING", "--without-heartbeat", "--without-mingle", "--without-gossip"]
-    if pool == "prefork":
-        command += ["-c", "2"]
-    proc = subprocess.Popen(command, cwd=module_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        proc = todo.pop()
+        if proc in stats:
+            total += (int(stats[proc][11]) + int(stats[proc][12])) / tick  # utime, stime
+        todo.extend(children.get(proc, []))
+    return total
 
 
-def run_scenario(scenario: Scenario, pool: str, n: int, broker: str, urls: dict[str, str], module_dir: Path) -> float:
-    """Tasks per second from the first completion to the last."""
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT), env.get("PYTHONPATH", "")]),
-        BENCH_BROKER=broker,
-        BENCH_QUEUE=name,
-        BENCH_KEY=f"{name}:count",  # not the queue's own key
-        BENCH_MODE=scenario.mode,
-        BENCH_URL=urls[scenario.endpoint],
-        BENCH_N=str(n),
-        BENCH_COALESCE=str(scenario.coalesce),
-    )
-    store = redis.Redis.from_url(broker)
-    client = Celery(name, broker=broker, set_as_current=False)
-    client.conf.task_default_queue = name
+class CpuGroup:
+    """A cgroup with the default CPU weight, so each side of a pair gets the same share of the machine
+    whatever its number of threads (the kernel shares CPU per thread otherwise). Linux, as root;
+    without it the pair still runs, and the output says so."""
+
+    ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))  # cgroup v1 "cpu", then v2
+
+    def __init__(self, name: str) -> None:
+        self.path: Path | None = None
+        for root in self.ROOTS:
+            if not (root / "cgroup.procs").exists():
+                continue
+            try:
+                path = root / name
+                path.mkdir()
+            except OSError:
+                continue
+            self.path = path
+            return
+
+    def add(self, pid: int) -> bool:
+        if self.path is None:
+            return False
+        try:
+            (self.path / "cgroup.procs").write_text(str(pid))
+            return True
+        except OSError:
+            return False
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every worker of a run shares."""
+
+    broker: str
+    urls: dict[str, str]
+    module_dir: Path
+    library: Path
+
+
+class Side:
+    """One worker draining its own queue of N published tasks; its progress read from Redis."""
+
+    def __init__(self, bench: Bench, scenario: Scenario, pool: str, n: int) -> None:
+        self.scenario, self.pool, self.n, self.bench = scenario, pool, n, bench
+        self.name = name = f"bench-{uuid.uuid4().hex[:8]}"
+        self.key = f"{name}:count"  # not the queue's own key
+        self.store = redis.Redis.from_url(bench.broker)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.group = CpuGroup(name)
+        self.grouped = False
+        self.env = dict(os.environ)
+        self.env.update(
+            PYTHONPATH=os.pathsep.join([str(bench.module_dir), str(bench.library), self.env.get("PYTHONPATH", "")]),
+            BENCH_BROKER=bench.broker,
+            BENCH_QUEUE=name,
+            BENCH_KEY=self.key,
+            BENCH_MODE=scenario.mode,
+            BENCH_URL=bench.urls[scenario.endpoint],
+            BENCH_N=str(n),
+            BENCH_COALESCE=str(scenario.coalesce),
+        )
+
+    def publish(self) -> None:
+        client = Celery(self.name, broker=self.bench.broker, set_as_current=False)
+        client.conf.task_default_queue = self.name
+        try:
+            with client.producer_or_acquire() as producer:
+                for _ in range(self.n):
+                    client.send_task("bench.noop", producer=producer, ignore_result=True)
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", self.pool, "-Q", self.name]
+        command += ["--loglevel", "WARNING", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+        if self.pool == "prefork":
+            command += ["-c", "2"]
+        self.proc = subprocess.Popen(
+            command, cwd=self.bench.module_dir, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.grouped = self.group.add(self.proc.pid)  # before it forks its pool: the children follow
+
+    def done(self) -> int:
+        return int(self.store.get(self.key) or 0)
+
+    def cpu(self) -> float:
+        return tree_cpu(self.proc.pid) if self.proc is not None else 0.0
+
+    def finished_rate(self) -> float:
+        """Tasks per second from the first completion to the last (once all are done)."""
+        first = float(self.store.get(f"{self.key}:first") or 0)
+        last = float(self.store.get(f"{self.key}:last") or 0)
+        return (self.n - 1) / (last - first)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.store.delete(self.name, self.key, f"{self.key}:first", f"{self.key}:last")
+        self.store.close()
+        self.group.remove()
+
+
+@dataclass(frozen=True)
+class Pair:
+    ratio: float  # tasks done by the library's worker / by the plain one, over the same interval
+    equal_share: bool  # each side in a cgroup of its own
+    cpu_plain_ms: float  # CPU per task of the plain worker over that interval
+    cpu_library_ms: float
+
+
+def run_pair(bench: Bench, scenario: Scenario, pool: str, n: int, library_first: bool) -> Pair:
+    """The plain worker and `scenario`'s worker side by side; both measured over the same interval."""
+    plain, other = Side(bench, NULL, pool, n), Side(bench, scenario, pool, n)
+    sides = [other, plain] if library_first else [plain, other]
     try:
-        with client.producer_or_acquire() as producer:
-            for _ in range(n):
-                client.send_task("bench.noop", producer=producer, ignore_result=True)
-        with worker(module_dir, pool, env):
-            deadline = time.monotonic() + 60 + n * (2.5 if scenario.inline else 0.05)
-            while store.get(f"{name}:count:last") is None:
-                if time.monotonic() > deadline:
-                    done = store.get(f"{name}:count")
-                    raise RuntimeError(f"{scenario.label}: {done!r} of {n} tasks done in time")
-                time.sleep(0.05)
-        first = float(store.get(f"{name}:count:first") or 0)
-        last = float(store.get(f"{name}:count:last") or 0)
-        return (n - 1) / (last - first)
+        for side in sides:
+            side.publish()
+        for side in sides:
+            side.start()
+        deadline = time.monotonic() + 120 + n * 0.05
+        begin: tuple[int, int, float, float] | None = None
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{scenario.label}: {plain.done()} and {other.done()} of {n} tasks done in time")
+            a, b = plain.done(), other.done()
+            if begin is None and min(a, b) >= n // 10:
+                begin = (a, b, plain.cpu(), other.cpu())
+            elif begin is not None and max(a, b) >= n - n // 10:
+                cpu_a, cpu_b = plain.cpu(), other.cpu()
+                a, b = plain.done(), other.done()
+                break
+            time.sleep(0.02)
+        da, db = a - begin[0], b - begin[1]
+        grouped = plain.grouped and other.grouped
+        return Pair(db / da, grouped, (cpu_a - begin[2]) / da * 1000, (cpu_b - begin[3]) / db * 1000)
     finally:
-        store.delete(name, f"{name}:count", f"{name}:count:first", f"{name}:count:last")
-        client.close()
-        store.close()
+        for side in sides:
+            side.stop()
+
+
+def inline_rate(bench: Bench, pool: str, n: int) -> tuple[float, float]:
+    """Throughput of the tutorial's inline ping, and of the plain worker run just before it."""
+    rates = []
+    for scenario in (NULL, INLINE):
+        side = Side(bench, scenario, pool, n)
+        try:
+            side.publish()
+            side.start()
+            deadline = time.monotonic() + 60 + n * 2.5
+            while side.done() < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{scenario.label}: {side.done()} of {n} tasks done in time")
+                time.sleep(0.05)
+            rates.append(side.finished_rate())
+        finally:
+            side.stop()
+    return rates[0], rates[1]
 
 
 def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = False) -> tuple[float, float]:
@@ -237,13 +386,14 @@ def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = Fal
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="tasks per scenario (a)-(d)")
+    parser.add_argument("--n", type=int, default=3000, help="tasks per worker and pair")
     parser.add_argument("--n-inline", type=int, default=4, help="tasks for the inline scenario (e)")
     parser.add_argument("--pools", default="prefork,solo", help="comma-separated: prefork, solo")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/3")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of (a)-(d); each reports its median")
+    parser.add_argument("--repeat", type=int, default=5, help="pairs per scenario; each reports its median")
     parser.add_argument("--hook-calls", type=int, default=50_000)
     parser.add_argument("--skip-inline", action="store_true", help="leave out scenario (e)")
+    parser.add_argument("--library", type=Path, default=ROOT, help="a checkout whose celery_heartbeat to measure")
     args = parser.parse_args(argv)
 
     if not reachable(args.broker):
@@ -251,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"Python {sys.version.split()[0]}, Celery {celery.__version__}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}; broker {args.broker}; N={args.n}"
+        f"load average {os.getloadavg()[0]:.2f}; broker {args.broker}; N={args.n}; library {args.library}"
     )
     started = time.monotonic()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -265,25 +415,28 @@ def main(argv: list[str] | None = None) -> int:
             "slow": slow.url("bench"),
             "refused": f"http://127.0.0.1:{free_port()}/bench",
         }
-        header = f"{'pool':8} {'scenario':42} {'tasks':>6} {'tasks/s':>8} {'vs (a)':>7}  spread (tasks/s)"
-        print(f"\n{header}")
+        bench = Bench(args.broker, urls, module_dir, args.library.resolve())
+        print(f"\n{'pool':8} {'beside the plain worker':42} {'pairs':>5} {'ratio':>6}  {'spread':>11}  CPU ms/task")
         for pool in [p.strip() for p in args.pools.split(",") if p.strip()]:
-            rates: dict[Scenario, list[float]] = {s: [] for s in SCENARIOS}
-            for _ in range(args.repeat):
+            pairs: dict[Scenario, list[Pair]] = {s: [] for s in SCENARIOS}
+            for round_ in range(args.repeat):  # round-robin: slow drifts touch every scenario alike
                 for scenario in SCENARIOS:
-                    if not scenario.inline:
-                        rates[scenario].append(run_scenario(scenario, pool, args.n, args.broker, urls, module_dir))
+                    pairs[scenario].append(run_pair(bench, scenario, pool, args.n, library_first=round_ % 2 == 1))
+            if not all(m.equal_share for measured in pairs.values() for m in measured):
+                print("(no cgroup could be made: each side's CPU share followed its number of threads)")
+            for scenario, measured in pairs.items():
+                ratios = [m.ratio for m in measured]
+                cpu_plain = statistics.median(m.cpu_plain_ms for m in measured)
+                cpu_library = statistics.median(m.cpu_library_ms for m in measured)
+                spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+                print(
+                    f"{pool:8} {scenario.label:42} {len(ratios):5d} {statistics.median(ratios):6.3f}  {spread:>11}  "
+                    f"{cpu_library:.3f} vs {cpu_plain:.3f}",
+                    flush=True,
+                )
             if not args.skip_inline:
-                inline = SCENARIOS[-1]
-                rates[inline].append(run_scenario(inline, pool, args.n_inline, args.broker, urls, module_dir))
-            baseline = statistics.median(rates[SCENARIOS[0]])
-            for scenario, values in rates.items():
-                if not values:
-                    continue
-                rate = statistics.median(values)
-                n = args.n_inline if scenario.inline else args.n
-                spread = f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else ""
-                print(f"{pool:8} {scenario.label:42} {n:6d} {rate:8.1f} {rate / baseline:7.3f}  {spread}", flush=True)
+                plain_rate, rate = inline_rate(bench, pool, args.n_inline)
+                print(f"{pool:8} {INLINE.label:42} {'':5} {rate / plain_rate:6.3f}  (run alone, {args.n_inline} tasks)")
         pings = len(healthy.pings) + len(slow.pings)
 
     logging.getLogger("celery_heartbeat").addHandler(logging.NullHandler())  # the dead endpoint's warning
@@ -291,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     success_us, _ = hook_cost(args.hook_calls, 10.0, dead, success_only=True)
     default_med, default_p99 = hook_cost(args.hook_calls, 10.0, dead)
     every_med, every_p99 = hook_cost(args.hook_calls, 0.0, dead)
-    print(f"\nHooks.on_success alone, default settings:       median {success_us:5.2f} us")
+    print(f"\nThe hook, timed in this process ({ROOT}):")
+    print(f"Hooks.on_success alone, default settings:         median {success_us:5.2f} us")
     print(f"on_prerun + on_success, default settings:         median {default_med:5.2f} us, p99 {default_p99:5.2f} us")
     print(f"on_prerun + on_success, coalesce 0, dead endpoint: median {every_med:5.2f} us, p99 {every_p99:5.2f} us")
     print(f"\n{pings} pings reached the endpoints; total time {time.monotonic() - started:.0f} s")

@@ -25,6 +25,7 @@ from celery_heartbeat.beat.liveness import on_beat_start
 from celery_heartbeat.config.monitor import Monitor
 from celery_heartbeat.config.names import is_internal
 from celery_heartbeat.config.providers import Kind
+from celery_heartbeat.config.settings import Settings
 from celery_heartbeat.delivery.handover import Handover, Route, RunEvent
 from celery_heartbeat.delivery.ping import OutgoingPing
 from celery_heartbeat.sync.engine import sync_in_background
@@ -36,6 +37,12 @@ BILLIARD_EXIT_PAUSE = 1.0
 
 TASKS = "tasks"
 LIFECYCLE = "lifecycle"
+
+
+def wants_start(settings: Settings, monitor: Monitor) -> bool:
+    """Whether a run of this monitor sends a start ping (then its coalescing is decided at start)."""
+    wants = settings.send_start if monitor.start is None else monitor.start
+    return wants and monitor.supports("start")
 
 
 class Hooks:
@@ -149,6 +156,8 @@ class Hooks:
     def _emit(
         self, wiring: Wiring, kind: Kind, monitor: Monitor, run_id: str, retries: int = 0, detail: str | None = None
     ) -> None:
+        if kind == "start" and not wants_start(wiring.settings, monitor):
+            return  # nothing to send: the run's coalescing is decided at its finish
         owed = False
         handover = self.handover
         if handover is not None and handover.active:  # only in a prefork worker
@@ -181,9 +190,7 @@ class Hooks:
         """Whether a run event pings (coalescing, once per run); submit its ping."""
         settings, runs = wiring.settings, wiring.delivery.runs
         if kind == "start":
-            admitted = runs.start(monitor.url, run_id, retries)
-            wants = settings.send_start if monitor.start is None else monitor.start
-            if admitted and wants and retries == 0 and monitor.supports("start"):
+            if wants_start(settings, monitor) and runs.start(monitor.url, run_id, retries) and retries == 0:
                 wiring.delivery.sender.submit(OutgoingPing(monitor, "start", run_id, created=created))
         elif kind == "success":
             if owed or runs.success(monitor.url, run_id):

@@ -1,7 +1,9 @@
-"""Per-process memory of runs: coalescing is decided when a run starts, a run finishes once.
+"""Per-process memory of runs: which ones ping (coalescing), and that a run finishes once.
 
-A run is one task id across its retries. Deciding at start means a run whose
-start ping went out always gets its finish ping; a failure is never coalesced
+A run is one task id across its retries. A run that sends a start ping is
+decided when it starts, so a run whose start ping went out always gets its
+finish ping; any other run is decided when it finishes (its start is not
+recorded at all: the cheap path of every task). A failure is never coalesced
 away, and a success that follows a failure always goes out (so a monitor is
 never left "down" after the task recovered within the window).
 """
@@ -79,13 +81,16 @@ class RunBook:
             return admitted
 
     def success(self, url: str, task_id: str) -> bool:
-        """Whether this run's success pings: it was admitted, or a failure came after its start."""
+        """Whether this run's success pings: it was admitted at its start, or a failure came after
+        its start, or (a run whose start was not recorded) none pinged within the window."""
         now = time.monotonic()
         with self._lock:
-            run = self._runs.pop(task_id, None)
+            run = self._runs.pop(task_id, None) if self._runs else None
             if run is None:
-                return self._admit(url, now)
-            if run.admitted or self._last_failure.get(url, -1.0) >= run.decided_at:
+                admitted = self._admit(url, now)
+            else:
+                admitted = run.admitted or self._last_failure.get(url, -1.0) >= run.decided_at
+            if admitted:
                 return True
             self.coalesced += 1
             return False

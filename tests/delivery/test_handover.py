@@ -160,3 +160,30 @@ def test_the_channel_is_a_local_datagram_socket_pair(handover: Handover) -> None
     sock = handover._send
     assert sock is not None
     assert (socket.AF_UNIX, socket.SOCK_DGRAM, False) == (sock.family, sock.type, sock.getblocking())
+
+
+@pytest.mark.parametrize(("send_start", "crossing"), [(False, ["success"]), (True, ["start", "success"])])
+def test_a_run_crosses_once_unless_its_start_pings(make_app: object, send_start: bool, crossing: list[str]) -> None:
+    """The task's own cost: a run whose monitor sends no start ping hands over its finish only."""
+    app: Celery = make_app()  # type: ignore[operator]
+
+    @app.task(name="proj.job", shared=False)
+    def job() -> None: ...
+
+    hb = celery_heartbeat.install(app, urls={"proj.job": "https://hc-ping.com/uuid"}, send_start=send_start)
+    applied = Applied()
+    channel = hb._hooks.handover = Handover(applied)
+    channel.open()
+    try:
+        task, run_id = app.tasks["proj.job"], str(uuid.uuid4())
+        task.push_request(id=run_id, retries=0)
+        try:
+            hb._hooks.on_prerun(sender=task, task_id=run_id, task=task)
+            hb._hooks.on_success(sender=task, result=None)
+        finally:
+            task.pop_request()
+        assert channel.drain(5.0)
+        assert crossing == [event.kind for event in applied.events]
+    finally:
+        channel.close(5.0)
+        hb.uninstall()
