@@ -36,6 +36,7 @@ BILLIARD_EXIT_PAUSE = 1.0
 """Seconds a prefork child sleeps after worker_process_shutdown before os._exit (billiard)."""
 
 TASKS = "tasks"
+STARTS = "starts"  # task_prerun alone: only runs with start pings need it
 LIFECYCLE = "lifecycle"
 
 
@@ -75,8 +76,8 @@ class Hooks:
             self.state.connect(LIFECYCLE, signal, receiver)
 
     def connect_tasks(self) -> None:
+        self.state.connect(STARTS, signals.task_prerun, self.on_prerun)
         pairs: list[tuple[Signal, Callable[..., None]]] = [
-            (signals.task_prerun, self.on_prerun),
             (signals.task_success, self.on_success),
             (signals.task_failure, self.on_failure),
             (signals.task_revoked, self.on_revoked),
@@ -90,6 +91,18 @@ class Hooks:
 
     def disconnect_tasks(self) -> None:
         self.state.disconnect(TASKS)
+        self.state.disconnect(STARTS)
+
+    def trim_starts(self, wiring: Wiring) -> None:
+        """Leave task_prerun unconnected when no monitor of this worker's tasks sends start pings.
+
+        Why: Celery skips a signal nobody receives, and every task pays for one that somebody does
+        (the dispatch and our handler are about half of what the library costs a task). Called once
+        every task is registered and resolved (worker start); a task found later whose monitor does
+        want start pings connects it again (`on_success`), so only its first run lacks a start ping.
+        """
+        if not (wiring.settings.send_start or wiring.registry.any_start()):
+            self.state.disconnect(STARTS)
 
     def _guard_error(self, where: str) -> None:
         if where not in self._errors_logged:
@@ -135,6 +148,8 @@ class Hooks:
             monitor = wiring.monitor_for_run(sender.name, request.args, request.kwargs)
             if monitor is None:
                 return
+            if monitor.start and not self.state.connected(STARTS):  # see trim_starts
+                self.state.connect(STARTS, signals.task_prerun, self.on_prerun)
             task_id = request.id
             if task_id is None:
                 return
@@ -161,7 +176,7 @@ class Hooks:
         owed = False
         handover = self.handover
         if handover is not None and handover.active:  # only in a prefork worker
-            route = handover.offer(RunEvent(kind, monitor, run_id, retries, detail))
+            route = handover.offer(RunEvent(kind, monitor, run_id, retries, detail), wiring.settings.coalesce_seconds)
             if route is Route.HANDED:
                 return
             owed = route is Route.OWED
@@ -190,12 +205,12 @@ class Hooks:
         """Whether a run event pings (coalescing, once per run); submit its ping."""
         settings, runs = wiring.settings, wiring.delivery.runs
         if kind == "start":
-            if wants_start(settings, monitor) and runs.start(monitor.url, run_id, retries) and retries == 0:
+            if wants_start(settings, monitor) and runs.start(monitor.url, run_id, retries, created) and retries == 0:
                 wiring.delivery.sender.submit(OutgoingPing(monitor, "start", run_id, created=created))
         elif kind == "success":
-            if owed or runs.success(monitor.url, run_id):
+            if owed or runs.success(monitor.url, run_id, created):
                 wiring.delivery.sender.submit(OutgoingPing(monitor, "success", run_id, created=created))
-        elif runs.failure(monitor.url, run_id):  # once per run, also when owed
+        elif runs.failure(monitor.url, run_id, created):  # once per run, also when owed
             wants = settings.send_failure if monitor.failure is None else monitor.failure
             if wants and monitor.supports("failure"):
                 wiring.delivery.sender.submit(OutgoingPing(monitor, "failure", run_id, detail=detail, created=created))
@@ -246,6 +261,7 @@ class Hooks:
             self._status = "disabled (heartbeat_enabled is False): this worker sends no pings"
             if wiring.settings.enabled:
                 mapped = self._check_tasks(wiring)
+                self.trim_starts(wiring)
                 auto = wiring.auto.warm() if wiring.auto.active else 0  # so no child reads the database
                 liveness = self.state.liveness
                 self._status = "active: {} task{} with a monitor, {} beat entr{} monitored automatically, {}".format(
@@ -337,6 +353,8 @@ class Hooks:
         # Prefork children leave through os._exit: atexit never runs there. Billiard then
         # sleeps BILLIARD_EXIT_PAUSE before exiting, while the sender thread keeps delivering.
         try:
+            if self.handover is not None:
+                self.handover.release_held()  # successes held inside this process's window
             timeout = self.wiring.settings.shutdown_timeout
             self.wiring.delivery.flush(max(0.0, timeout - BILLIARD_EXIT_PAUSE))
         except Exception:

@@ -363,3 +363,36 @@ def test_namespaced_setting_in_the_wrong_case_warns(
     app = django_style_app(tmp_path, monkeypatch, unique_name, f"{written} = {{}}\n")
     celery_heartbeat.install(app).uninstall()
     assert any(f"{written} is ignored" in line and "CELERY_HEARTBEAT_URLS" in line for line in library_log.lines)
+
+
+def our_prerun_receivers() -> int:
+    return sum(1 for key, _ in signals.task_prerun.receivers if str(key[0]).startswith("celery_heartbeat"))
+
+
+@pytest.mark.parametrize(
+    ("monitor", "settings", "prerun"),
+    [
+        ("url", {}, 0),  # no start pings: Celery skips task_prerun entirely
+        ("url", {"send_start": True}, 1),
+        ("start option", {}, 1),  # one task's own monitor asks for start pings
+    ],
+)
+def test_a_worker_receives_task_prerun_only_when_a_monitor_sends_start_pings(
+    make_app: Callable[..., Celery], receiver: PingReceiver, monitor: str, settings: dict[str, Any], prerun: int
+) -> None:
+    """Every task pays for a signal somebody receives; start pings still go out where they are wanted."""
+    app = make_app(broker="memory://", backend="cache+memory://")
+    url = receiver.url("report")
+    option = {"url": url, "provider": "healthchecks", "start": True} if monitor == "start option" else None
+
+    @app.task(name="proj.report", shared=False, heartbeat=option)
+    def report() -> str:
+        return "done"
+
+    mapped = {} if option else {"proj.report": {"url": url, "provider": "healthchecks"}}
+    hb = celery_heartbeat.install(app, urls=mapped, coalesce_seconds=0, **settings)
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        assert prerun == our_prerun_receivers()
+        report.delay().get(timeout=10)
+        assert hb.flush(10.0)
+    assert (["/report/start"] if prerun else []) + ["/report"] == [p.path for p in receiver.pings_for("report")]

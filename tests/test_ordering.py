@@ -57,6 +57,37 @@ def test_coalescing_is_decided_once_per_worker_across_pool_processes(
     assert ping.query["rid"] in {run.id for run in runs}
 
 
+def test_a_recovery_after_a_failure_arrives_at_once_although_pool_processes_hold_successes(
+    redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str], heartbeat_receiver: PingReceiver
+) -> None:
+    """60 s window: pool processes hold successes back, yet after a failure the next success reaches the
+    monitor while the worker runs (not at shutdown or a window later), after the failure: it ends "up"."""
+    (tmp_path / "orderapp.py").write_text(textwrap.dedent(APP_MODULE))
+    env = dict(clean_env, BROKER=redis_url, QUEUE=unique_name, MONITOR=heartbeat_receiver.url("order"), COALESCE="60")
+    client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
+    client.conf.task_default_queue = unique_name
+    args = ("--pool=prefork", "-c", "2", "-Q", unique_name, f"--hostname={unique_name}@%h")
+    try:
+        with celery_worker("orderapp", tmp_path, env, *args) as (proc, _log):
+            for run in [client.send_task("order.job", (False, 0.3)) for _ in range(4)]:
+                run.get(timeout=30)
+            failed = client.send_task("order.job", (True,))
+            failed.get(timeout=30, propagate=False)
+            recovered = [client.send_task("order.job", (False, 0.3)) for _ in range(2)]
+            pids = {run.get(timeout=30) for run in recovered}
+            heartbeat_receiver.wait_for(
+                1, name="order", predicate=lambda p: p.query.get("rid") in {r.id for r in recovered}, timeout=10
+            )
+            arrived = [(p.path, p.query.get("rid")) for p in heartbeat_receiver.pings_for("order")]
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        client.close()
+    assert 2 == len(pids)  # both pool processes ran a recovering run
+    fail_at = arrived.index(("/order/fail", failed.id))
+    assert all(path == "/order" for path, _ in arrived[fail_at + 1 :]) and arrived[-1][0] == "/order", arrived
+
+
 def test_tcp_proxy_refuses_while_cut_and_forwards_again_on_the_same_port() -> None:
     """The outage helper itself: cut means connection refused, restore means the same URL works again."""
     with PingReceiver() as rx, TcpProxy(rx.port) as proxy:

@@ -60,6 +60,11 @@ class Registry:
             monitor = self._cache[task_name] = self._lookup(task_name)
             return monitor
 
+    def any_start(self) -> bool:
+        """Whether a configured monitor, or one resolved so far, asks for start pings itself."""
+        monitors = [*self._urls.values(), *self._cache.values()]
+        return any(monitor is not None and monitor.start for monitor in monitors)
+
     def by_name(self, name: str) -> Monitor | None:
         """A `heartbeat_urls` entry by its exact key (canvas helpers refer to monitors by name)."""
         return self._exact.get(name)

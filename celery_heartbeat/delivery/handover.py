@@ -18,6 +18,18 @@ gets its finish). The main process's own events (hard time limits, lost
 workers, terminated revokes) take the same channel, behind what the children
 sent before them.
 
+A pool process hands over at most one success per monitor and coalescing
+window at once (the first); later successes inside its window are held, the
+latest one only, and handed over when the window ends (or when the process
+exits). On a busy pool this keeps the main process's work per window, not per
+task. The main process drops a success older than a failure it already decided
+(`RunBook.success`), so a held success can never land after a newer failure; a
+pool process's own failure discards what it held, and after a failure anywhere
+in the worker (a counter in memory shared by its processes) each pool process
+sends its next success at once, so a monitor does not stay "down" for a window
+after the task recovered. Runs with start pings never wait: their finish
+follows their start.
+
 An event on the wire is one short line of text: the monitor, kind, run id,
 retry count, failure detail (an exception type name) and the event's monotonic
 time (the clock is system-wide, so the main process keeps the event's age);
@@ -29,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import mmap
 import os
 import socket
 import threading
@@ -44,6 +57,7 @@ from celery_heartbeat.config.providers import PROVIDERS, Kind
 logger = logging.getLogger("celery_heartbeat")
 
 THREAD_NAME = "celery-heartbeat-handover"
+RELEASE_THREAD_NAME = "celery-heartbeat-held"
 
 SEND_BUFFER = 1 << 20
 """Bytes of events the channel holds before a hand-over fails over to the child's own sender."""
@@ -128,8 +142,18 @@ def _reset_after_fork(ref: weakref.ref[Handover]) -> Callable[[], None]:
     return reset
 
 
+@dataclass
+class _Held:
+    event: RunEvent
+    due: float  # when this process's window for the monitor ends
+
+
 class Handover:
-    """One app's channel from pool processes to the main process; `apply` decides and submits there."""
+    """One app's channel from pool processes to the main process; `apply` decides and submits there.
+
+    `apply` must work in any process: the main process applies what it reads with it, and a pool
+    process applies a held success with it when the channel refuses it (decided there instead).
+    """
 
     def __init__(self, apply: Callable[[RunEvent], None]) -> None:
         self._apply = apply
@@ -140,6 +164,14 @@ class Handover:
         self._recv: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._routes: OrderedDict[str, bool] = OrderedDict()  # run id -> its start was handed over
+        #: URL -> when this pool process last handed a success over at once, and the failure count then.
+        self._handed_at: dict[str, tuple[float, int]] = {}
+        #: A counter every process of the worker bumps on a failure (shared memory made before the forks):
+        #: after any failure, each pool process hands its next success over at once.
+        self._failures: memoryview | None = None
+        self._held: dict[str, _Held] = {}  # URL -> the latest success held back in this pool process
+        self._wake = threading.Condition(self._lock)
+        self._releaser: threading.Thread | None = None
         self._barriers_sent = 0
         self._barriers_seen = 0
         self._bug_logged = False
@@ -162,6 +194,8 @@ class Handover:
             with contextlib.suppress(OSError):  # the system default works too, it just fills sooner
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             send.setblocking(False)
+            if self._failures is None:
+                self._failures = memoryview(mmap.mmap(-1, 8)).cast("Q")  # anonymous and shared with children
             thread = threading.Thread(target=self._read, args=(recv,), name=THREAD_NAME, daemon=True)
             thread.start()
             self._owner, self._send, self._recv, self._thread = os.getpid(), send, recv, thread
@@ -256,32 +290,97 @@ class Handover:
 
     # -- any process (the task's thread: never blocks) ----------------------------------
 
-    def offer(self, event: RunEvent) -> Route:
-        """Hand an event to the main process if this process can; else say how to send it here."""
+    def offer(self, event: RunEvent, window: float = 0.0) -> Route:
+        """Hand an event to the main process if this process can; else say how to send it here.
+
+        `window`: the coalescing window; a pool process holds successes back inside it.
+        """
         send = self._send
         if send is None:
             return Route.LOCAL
         child = self._owner != os.getpid()
         handed_start: bool | None = None  # None: this run sent no start event
-        if child and event.kind != "start" and self._routes:
-            with self._lock:
-                handed_start = self._routes.pop(event.run_id, None)
-            if handed_start is False:  # its start was decided here: so is its finish
-                return Route.LOCAL
-        try:
-            send.send(event.encode())
-            handed = True
-        except (OSError, ValueError):  # full, gone, too long or unencodable: never wait, never fail the task
-            handed = False
-        except Exception:
-            self._log_bug("handing an event over")
-            handed = False
+        if child and event.kind != "start":
+            if self._routes:
+                with self._lock:
+                    handed_start = self._routes.pop(event.run_id, None)
+                if handed_start is False:  # its start was decided here: so is its finish
+                    return Route.LOCAL
+            if handed_start is None and self._hold(event, window):
+                return Route.HANDED  # held: it goes over when this process's window ends
+        if event.kind == "failure" and self._failures is not None:
+            self._failures[0] += 1  # not atomic: it only has to change
+        handed = self._send_event(send, event)
         if child and event.kind == "start":
             self._remember(event.run_id, handed=handed)
         if handed:
             return Route.HANDED
         # A pool process's finish whose start went (or may have gone) to the main process.
         return Route.OWED if handed_start else Route.LOCAL
+
+    def _send_event(self, send: socket.socket, event: RunEvent) -> bool:
+        try:
+            send.send(event.encode())
+            return True
+        except (OSError, ValueError):  # full, gone, too long or unencodable: never wait, never fail the task
+            return False
+        except Exception:
+            self._log_bug("handing an event over")
+            return False
+
+    def _hold(self, event: RunEvent, window: float) -> bool:
+        """A pool process's finish without a start: whether to hold it back (True) or send it now."""
+        url = event.monitor.url
+        failures = self._failures[0] if self._failures is not None else 0
+        with self._lock:
+            if event.kind == "failure":  # what was held is older than this failure: it never follows it
+                self._held.pop(url, None)
+                self._handed_at.pop(url, None)
+                return False
+            last, seen = self._handed_at.get(url, (None, failures))
+            if window > 0 and last is not None and seen == failures and event.created - last < window:
+                self._held[url] = _Held(event, last + window)
+                if self._releaser is None:
+                    self._releaser = threading.Thread(target=self._release_loop, name=RELEASE_THREAD_NAME, daemon=True)
+                    self._releaser.start()
+                else:
+                    self._wake.notify()
+                return True
+            self._handed_at[url] = (event.created, failures)
+            self._held.pop(url, None)  # older than this one, which goes now
+            return False
+
+    def _release_loop(self) -> None:
+        """A pool process's thread: hand held successes over when their window ends; exit when none is left."""
+        while True:
+            with self._lock:
+                while True:
+                    if not self._held:
+                        self._releaser = None
+                        return
+                    now = time.monotonic()
+                    ready = [url for url, held in self._held.items() if held.due <= now]
+                    if ready:
+                        events = [self._held.pop(url).event for url in ready]
+                        break
+                    self._wake.wait(min(held.due for held in self._held.values()) - now)
+            self._release(events)
+
+    def release_held(self) -> None:
+        """Hand over everything held now (a pool process about to exit)."""
+        with self._lock:
+            events = [held.event for held in self._held.values()]
+            self._held.clear()
+        self._release(events)
+
+    def _release(self, events: list[RunEvent]) -> None:
+        send = self._send
+        for event in events:
+            if send is None or not self._send_event(send, event):
+                try:
+                    self._apply(event)  # decided in this process instead
+                except Exception:
+                    self._log_bug("applying a held event")
 
     def _remember(self, run_id: str, *, handed: bool) -> None:
         with self._lock:
@@ -294,7 +393,11 @@ class Handover:
         """In a new process: fresh locks, no reader, and no copy of the reading end to keep alive."""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)
         self._routes = OrderedDict()
+        self._handed_at = {}
+        self._held = {}
+        self._releaser = None
         self._thread = None
         recv, self._recv = self._recv, None
         if recv is not None:

@@ -64,12 +64,13 @@ class RunBook:
         self._last_admitted[url] = now
         return True
 
-    def start(self, url: str, task_id: str, retries: int) -> bool:
+    def start(self, url: str, task_id: str, retries: int, at: float | None = None) -> bool:
         """Decide whether this run pings (its start, if wanted, and its finish).
 
         A retry seen first in this process is admitted: its start may have gone out elsewhere.
+        `at`: when the start happened (``time.monotonic()``, in whichever process; default now).
         """
-        now = time.monotonic()
+        now = time.monotonic() if at is None else at
         with self._lock:
             run = self._runs.get(task_id)
             if run is not None:
@@ -80,14 +81,16 @@ class RunBook:
                 self._runs.popitem(last=False)
             return admitted
 
-    def success(self, url: str, task_id: str) -> bool:
+    def success(self, url: str, task_id: str, at: float | None = None) -> bool:
         """Whether this run's success pings: it was admitted at its start, or a failure came after
-        its start, or (a run whose start was not recorded) none pinged within the window."""
-        now = time.monotonic()
+        its start, or (a run whose start was not recorded) none pinged within the window and no
+        failure happened after it (a success older than a failure already decided never follows it:
+        a pool process may hand a held success over late, see delivery/handover.py)."""
+        now = time.monotonic() if at is None else at
         with self._lock:
             run = self._runs.pop(task_id, None) if self._runs else None
             if run is None:
-                admitted = self._admit(url, now)
+                admitted = now >= self._last_failure.get(url, now) and self._admit(url, now)
             else:
                 admitted = run.admitted or self._last_failure.get(url, -1.0) >= run.decided_at
             if admitted:
@@ -95,8 +98,9 @@ class RunBook:
             self.coalesced += 1
             return False
 
-    def failure(self, url: str, task_id: str) -> bool:
+    def failure(self, url: str, task_id: str, at: float | None = None) -> bool:
         """True once per run: Celery can fire task_failure twice for one hard time limit."""
+        now = time.monotonic() if at is None else at
         with self._lock:
             self._runs.pop(task_id, None)
             if task_id in self._failed_ids:
@@ -104,6 +108,6 @@ class RunBook:
             self._failed_ids[task_id] = None
             if len(self._failed_ids) > self.capacity:
                 self._failed_ids.popitem(last=False)
-            self._last_failure[url] = time.monotonic()
+            self._last_failure[url] = max(now, self._last_failure.get(url, now))
             self._last_admitted.pop(url, None)
             return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -99,6 +100,82 @@ def test_a_full_channel_never_blocks_the_task_it_falls_back(handover: Handover, 
     assert len(routes) - 1 == len(applied.events)
 
 
+PLAIN = Monitor(url="https://hc-ping.com/0f0e0d0c-plain", provider="healthchecks")  # no start pings
+
+
+def successes(count: int, prefix: str = "run") -> list[RunEvent]:
+    return [RunEvent("success", PLAIN, f"{prefix}-{i}") for i in range(count)]
+
+
+def test_a_pool_process_hands_over_one_success_per_window_then_the_latest(handover: Handover, applied: Applied) -> None:
+    """Inside its coalescing window a pool process sends the first success at once and holds the rest;
+    the latest one held goes over when the window ends (the first success after another process's
+    failure must still reach the main process)."""
+    runs = successes(5)
+
+    def pool_process() -> bool:
+        routes = [handover.offer(event, 0.5) for event in runs]
+        time.sleep(1.0)  # the window ends while this process lives
+        return all(route is Route.HANDED for route in routes)
+
+    assert 0 == in_child(pool_process)
+    assert handover.drain(10.0)
+    assert ["run-0", "run-4"] == [e.run_id for e in applied.events]
+
+
+def test_a_pool_process_failure_discards_the_success_it_held(handover: Handover, applied: Applied) -> None:
+    """A held success is older than the process's own failure: it never follows it."""
+    failure = RunEvent("failure", PLAIN, "run-x", detail="KeyError")
+
+    def pool_process() -> bool:
+        routes = [handover.offer(event, 0.3) for event in [*successes(2), failure]]
+        time.sleep(0.6)
+        return all(route is Route.HANDED for route in routes)
+
+    assert 0 == in_child(pool_process)
+    assert handover.drain(10.0)
+    assert ["run-0", "run-x"] == [e.run_id for e in applied.events]
+
+
+def test_after_a_failure_anywhere_a_pool_process_sends_its_next_success_at_once(
+    handover: Handover, applied: Applied
+) -> None:
+    """The recovery is not held for a window: after another process's failure (here the main process's,
+    a hard time limit), a pool process's next success crosses at once."""
+    first, recovered = successes(2)
+    failure = RunEvent("failure", PLAIN, "run-x", detail="TimeLimitExceeded")
+    ready, go = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the pool process
+        handover.offer(first, 60.0)
+        os.write(ready[1], b"1")
+        os.read(go[0], 1)  # the failure happened meanwhile
+        handover.offer(recovered, 60.0)
+        os._exit(0 if not handover._held else 3)
+    os.read(ready[0], 1)
+    assert Route.HANDED is handover.offer(failure)
+    os.write(go[1], b"1")
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    assert handover.drain(10.0)
+    assert ["run-0", "run-x", "run-1"] == [e.run_id for e in applied.events]
+    for fd in (*ready, *go):
+        os.close(fd)
+
+
+def test_an_exiting_pool_process_hands_over_what_it_held(handover: Handover, applied: Applied) -> None:
+    """worker_process_shutdown: what is held goes over now, not when a 60 s window would end."""
+
+    def pool_process() -> bool:
+        routes = [handover.offer(event, 60.0) for event in successes(3)]
+        handover.release_held()
+        return all(route is Route.HANDED for route in routes)
+
+    assert 0 == in_child(pool_process)
+    assert handover.drain(10.0)
+    assert ["run-0", "run-2"] == [e.run_id for e in applied.events]
+
+
 class Refusing:
     """A channel end whose buffer is full."""
 
@@ -187,3 +264,19 @@ def test_a_run_crosses_once_unless_its_start_pings(make_app: object, send_start:
     finally:
         channel.close(5.0)
         hb.uninstall()
+
+
+def test_a_success_arriving_after_a_newer_failure_never_pings(make_app: object) -> None:
+    """Hooks.apply goes by event time: a success handed over late (held in a pool process) that happened
+    before a failure already applied is dropped, so the monitor stays down."""
+    with PingReceiver() as rx:
+        app: Celery = make_app()  # type: ignore[operator]
+        monitor = Monitor(url=rx.url("job"), provider="healthchecks")
+        hb = celery_heartbeat.install(app, urls={"job": monitor.url}, coalesce_seconds=60)
+        failed, older, newer = (str(uuid.uuid4()) for _ in range(3))
+        now = time.monotonic()
+        hb._hooks.apply(RunEvent("failure", monitor, failed, detail="KeyError", created=now))
+        hb._hooks.apply(RunEvent("success", monitor, older, created=now - 1.0))
+        hb._hooks.apply(RunEvent("success", monitor, newer, created=now + 0.001))
+        assert hb.flush(10.0)
+        assert [failed, newer] == [p.query["rid"] for p in rx.pings_for("job")]

@@ -127,3 +127,19 @@ def test_a_forked_child_starts_with_an_empty_book_and_a_free_lock() -> None:
         book._lock.release()
     _, status = os.waitpid(pid, 0)
     assert 0 == os.waitstatus_to_exitcode(status)
+
+
+def test_a_run_without_a_recorded_start_is_decided_at_its_finish() -> None:
+    """No start ping, no start record: the first success of a window pings, later ones coalesce."""
+    book = RunBook(window=60.0)
+    assert [True, False, False] == [book.success(URL, f"id{i}") for i in range(3)]
+    assert 2 == book.coalesced
+
+
+def test_a_success_older_than_a_failure_already_decided_never_pings() -> None:
+    """Event times, not arrival: a success handed over late must not land after a newer failure."""
+    book = RunBook(window=60.0)
+    now = time.monotonic()
+    assert book.failure(URL, "failed", at=now)
+    assert not book.success(URL, "older", at=now - 1.0)
+    assert book.success(URL, "newer", at=now + 0.001)  # the first success after the failure always pings
