@@ -339,11 +339,12 @@ class Handover:
                 return False
             last, seen = self._handed_at.get(url, (None, failures))
             if window > 0 and last is not None and seen == failures and event.created - last < window:
+                new_due = url not in self._held  # a replaced one keeps its due time: no wake-up per task
                 self._held[url] = _Held(event, last + window)
-                if self._releaser is None:
+                if new_due and self._releaser is None:
                     self._releaser = threading.Thread(target=self._release_loop, name=RELEASE_THREAD_NAME, daemon=True)
                     self._releaser.start()
-                else:
+                elif new_due:
                     self._wake.notify()
                 return True
             self._handed_at[url] = (event.created, failures)
