@@ -9,6 +9,7 @@ alarm). Usage::
     python benchmarks/ordering.py                      # 20 repetitions
     python benchmarks/ordering.py --n 5 --broker redis://127.0.0.1:6379/3
     python benchmarks/ordering.py --code /tmp/old    # workers run an older checkout (git archive)
+    python benchmarks/ordering.py --coalesce 10      # the default window (pool processes hold successes)
 
 Prints each repetition's arrival order and time, then "K of N ended right".
 Target: N of N.
@@ -35,8 +36,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20, help="repetitions")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/1")
     parser.add_argument("--code", default=str(ROOT), help="the workers import celery_heartbeat from here")
+    parser.add_argument(
+        "--coalesce", type=float, default=0.0, help="heartbeat_coalesce_seconds (10: the default; pool processes hold)"
+    )
     options = parser.parse_args()
-    env = dict(os.environ)
+    env = dict(os.environ, COALESCE=str(options.coalesce))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (options.code, env.get("PYTHONPATH", "")) if p)
     right, seconds = 0, []
     with tempfile.TemporaryDirectory() as tmp:
