@@ -16,6 +16,7 @@ from celery.local import Proxy
 import celery_heartbeat
 from celery_heartbeat import ConfigurationError
 from celery_heartbeat._heartbeat import installed
+from celery_heartbeat._state import peek
 from celery_heartbeat.beat.liveness import ENTRY_NAME
 from celery_heartbeat.testing import PingReceiver
 
@@ -365,8 +366,10 @@ def test_namespaced_setting_in_the_wrong_case_warns(
     assert any(f"{written} is ignored" in line and "CELERY_HEARTBEAT_URLS" in line for line in library_log.lines)
 
 
-def our_prerun_receivers() -> int:
-    return sum(1 for key, _ in signals.task_prerun.receivers if str(key[0]).startswith("celery_heartbeat"))
+def prerun_receivers_of(app: Celery) -> int:
+    """This app's task_prerun receivers (other apps of the test process may have their own)."""
+    prefix = f"celery_heartbeat:{id(peek(app))}:"
+    return sum(1 for key, _ in signals.task_prerun.receivers if str(key[0]).startswith(prefix))
 
 
 @pytest.mark.parametrize(
@@ -392,7 +395,7 @@ def test_a_worker_receives_task_prerun_only_when_a_monitor_sends_start_pings(
     mapped = {} if option else {"proj.report": {"url": url, "provider": "healthchecks"}}
     hb = celery_heartbeat.install(app, urls=mapped, coalesce_seconds=0, **settings)
     with start_worker(app, pool="solo", perform_ping_check=False):
-        assert prerun == our_prerun_receivers()
+        assert prerun == prerun_receivers_of(app)
         report.delay().get(timeout=10)
         assert hb.flush(10.0)
     assert (["/report/start"] if prerun else []) + ["/report"] == [p.path for p in receiver.pings_for("report")]
