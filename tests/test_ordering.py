@@ -8,7 +8,10 @@ time; `benchmarks/ordering.py` runs 20 repetitions.
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,23 +38,33 @@ def test_the_last_ping_after_an_outage_is_the_last_runs_failure(
     assert SUCCESSES + 2 >= len(outcome.arrived), outcome
 
 
+@contextmanager
+def windowed_worker(
+    redis_url: str, name: str, home: Path, env: dict[str, str], monitor: str
+) -> Iterator[tuple[Celery, subprocess.Popen[bytes]]]:
+    """A prefork -c 2 worker of the ordering app with a 60 s coalescing window, and a client for it."""
+    (home / "orderapp.py").write_text(textwrap.dedent(APP_MODULE))
+    worker_env = dict(env, BROKER=redis_url, QUEUE=name, MONITOR=monitor, COALESCE="60")
+    client = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
+    client.conf.task_default_queue = name
+    args = ("--pool=prefork", "-c", "2", "-Q", name, f"--hostname={name}@%h")
+    try:
+        with celery_worker("orderapp", home, worker_env, *args) as (proc, _log):
+            yield client, proc
+    finally:
+        client.close()
+
+
 def test_coalescing_is_decided_once_per_worker_across_pool_processes(
     redis_url: str, unique_name: str, tmp_path: Path, clean_env: dict[str, str], heartbeat_receiver: PingReceiver
 ) -> None:
     """With a 60 s window, runs on both pool processes send one success ping in all (one per process before)."""
-    (tmp_path / "orderapp.py").write_text(textwrap.dedent(APP_MODULE))
-    env = dict(clean_env, BROKER=redis_url, QUEUE=unique_name, MONITOR=heartbeat_receiver.url("order"), COALESCE="60")
-    client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
-    client.conf.task_default_queue = unique_name
-    args = ("--pool=prefork", "-c", "2", "-Q", unique_name, f"--hostname={unique_name}@%h")
-    try:
-        with celery_worker("orderapp", tmp_path, env, *args) as (proc, _log):
-            runs = [client.send_task("order.job", (False, 0.3)) for _ in range(4)]
-            pids = {run.get(timeout=30) for run in runs}
-            proc.terminate()  # a warm shutdown flushes every process: nothing can arrive later
-            proc.wait(30)
-    finally:
-        client.close()
+    monitor = heartbeat_receiver.url("order")
+    with windowed_worker(redis_url, unique_name, tmp_path, clean_env, monitor) as (client, proc):
+        runs = [client.send_task("order.job", (False, 0.3)) for _ in range(4)]
+        pids = {run.get(timeout=30) for run in runs}
+        proc.terminate()  # a warm shutdown flushes every process: nothing can arrive later
+        proc.wait(30)
     assert 2 == len(pids)  # both pool processes ran the task
     (ping,) = heartbeat_receiver.pings_for("order")
     assert ping.query["rid"] in {run.id for run in runs}
@@ -62,27 +75,20 @@ def test_a_recovery_after_a_failure_arrives_at_once_although_pool_processes_hold
 ) -> None:
     """60 s window: pool processes hold successes back, yet after a failure the next success reaches the
     monitor while the worker runs (not at shutdown or a window later), after the failure: it ends "up"."""
-    (tmp_path / "orderapp.py").write_text(textwrap.dedent(APP_MODULE))
-    env = dict(clean_env, BROKER=redis_url, QUEUE=unique_name, MONITOR=heartbeat_receiver.url("order"), COALESCE="60")
-    client = Celery(unique_name, broker=redis_url, backend=redis_url, set_as_current=False)
-    client.conf.task_default_queue = unique_name
-    args = ("--pool=prefork", "-c", "2", "-Q", unique_name, f"--hostname={unique_name}@%h")
-    try:
-        with celery_worker("orderapp", tmp_path, env, *args) as (proc, _log):
-            for run in [client.send_task("order.job", (False, 0.3)) for _ in range(4)]:
-                run.get(timeout=30)
-            failed = client.send_task("order.job", (True,))
-            failed.get(timeout=30, propagate=False)
-            recovered = [client.send_task("order.job", (False, 0.3)) for _ in range(2)]
-            pids = {run.get(timeout=30) for run in recovered}
-            heartbeat_receiver.wait_for(
-                1, name="order", predicate=lambda p: p.query.get("rid") in {r.id for r in recovered}, timeout=10
-            )
-            arrived = [(p.path, p.query.get("rid")) for p in heartbeat_receiver.pings_for("order")]
-            proc.terminate()
-            proc.wait(30)
-    finally:
-        client.close()
+    monitor = heartbeat_receiver.url("order")
+    with windowed_worker(redis_url, unique_name, tmp_path, clean_env, monitor) as (client, proc):
+        for run in [client.send_task("order.job", (False, 0.3)) for _ in range(4)]:
+            run.get(timeout=30)
+        failed = client.send_task("order.job", (True,))
+        failed.get(timeout=30, propagate=False)
+        recovered = [client.send_task("order.job", (False, 0.3)) for _ in range(2)]
+        pids = {run.get(timeout=30) for run in recovered}
+        heartbeat_receiver.wait_for(
+            1, name="order", predicate=lambda p: p.query.get("rid") in {r.id for r in recovered}, timeout=10
+        )
+        arrived = [(p.path, p.query.get("rid")) for p in heartbeat_receiver.pings_for("order")]
+        proc.terminate()
+        proc.wait(30)
     assert 2 == len(pids)  # both pool processes ran a recovering run
     fail_at = arrived.index(("/order/fail", failed.id))
     assert all(path == "/order" for path, _ in arrived[fail_at + 1 :]) and arrived[-1][0] == "/order", arrived
