@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import celery
 import pytest
 from celery import Celery
+from celery.result import AsyncResult
 from support import free_port as _free_port
 
 if TYPE_CHECKING:
@@ -60,6 +62,26 @@ def real_broker_url(request: pytest.FixtureRequest) -> str:
     fixture = "redis_url" if request.param == "redis" else "rabbitmq_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def result_waits_immune_to_garbage_collection() -> Iterator[None]:
+    """Before Celery 5.7, a collected result object ends other waits on its task: not here.
+
+    `AsyncResult.__del__` unsubscribes its task's result channel whichever copy of the result is
+    collected (Celery 5.7 checks for other waiters). Canvases make copies; when the cycle collector
+    frees one while a test waits on the original, the wait never ends although the result is stored
+    (a TimeoutError seen in CI on Celery 5.3). With redis-py 5.3, whose pub/sub lock is not
+    reentrant, a collection landing inside `apply_async`'s subscribe deadlocks the caller (celery
+    issue 10477; seen here). Only Celery's result objects lose the finalizer, and the library makes
+    none; workers in subprocesses run as shipped.
+    """
+    if celery.VERSION >= (5, 7):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AsyncResult, "__del__", lambda self: None)
+        yield
 
 
 @pytest.fixture

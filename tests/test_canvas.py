@@ -6,9 +6,13 @@ one) serves the module; every test pings its own monitor names.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from typing import Any
 import pytest
 from celery import Celery, chain, chord, group
 from celery.contrib.testing.worker import start_worker
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from conftest import REDIS_HOST, REDIS_PORT, require_broker
 
 import celery_heartbeat
@@ -37,10 +42,39 @@ class Rig:
         """A Healthchecks-style monitor on the receiver, so failure pings are told apart (`/fail`)."""
         return {"url": self.rx.url(name), "provider": "healthchecks"}
 
+    def get(self, result: Any, timeout: float = 15) -> Any:
+        """`result.get()`; on a timeout, fail with what the broker and the result store hold for it.
+
+        Why: a wait that timed out (seen twice in CI under load) says nothing by itself; this says
+        whether the tasks ran, their results were stored, or their messages still wait.
+        """
+        try:
+            return result.get(timeout=timeout)
+        except CeleryTimeoutError:
+            pytest.fail(_stalled(self.app, result), pytrace=False)
+
     def pings(self, name: str) -> tuple[list[Ping], list[Ping]]:
         """(success pings, failure pings) for one monitor name."""
         pings = self.rx.pings_for(name)
         return [p for p in pings if p.is_success], [p for p in pings if p.path.endswith("/fail")]
+
+
+def _stalled(app: Celery, result: Any) -> str:
+    """What the result store, the queue and this process's threads say about a result that never came."""
+    client = app.backend.client
+    lines = [f"result {result.id} did not arrive; stored states, last link first:"]
+    node = result
+    while node is not None:
+        raw = client.get(app.backend.get_key_for_task(node.id))
+        lines.append(f"  {node.id}: {json.loads(raw)['status'] if raw else 'nothing stored'}")
+        node = node.parent
+    queue = app.conf.task_default_queue
+    lines.append(f"messages waiting in {queue!r}: {client.llen(queue)}")
+    channels = sorted(app.backend.result_consumer.subscribed_to)
+    lines.append(f"pubsub channels the test's result consumer holds: {channels}")
+    for thread_id, frame in sys._current_frames().items():
+        lines.append(f"thread {thread_id}:\n" + "".join(traceback.format_stack(frame, limit=6)))
+    return "\n".join(lines)
 
 
 def _define(app: Celery) -> dict[str, Any]:
@@ -85,18 +119,35 @@ def rig() -> Iterator[Rig]:
             yield Rig(app, rx, tasks)
 
 
+def test_a_wait_outlives_a_collected_copy_of_its_result(rig: Rig) -> None:
+    """Harness: a garbage copy of a result, collected while the test waits on the original, ends no wait.
+
+    Canvases make such copies; before Celery 5.7 collecting one unsubscribed the original's wait.
+    """
+    result = rig.tasks["stamp"].delay(1.0)
+    copy = rig.app.AsyncResult(result.id)
+    copy.cycle = copy  # only the cycle collector frees it
+    del copy
+    collector = threading.Timer(0.3, gc.collect)
+    collector.start()
+    try:
+        assert rig.get(result, 6) > 0
+    finally:
+        collector.join()
+
+
 def test_chord_of_six_pings_success_once_after_its_last_header_task(rig: Rig) -> None:
     """A chord of 6 sends exactly one success ping, after its last header task finished."""
     stamp, latest = rig.tasks["stamp"], rig.tasks["latest"]
     canvas = chord([stamp.si(0.05 * i) for i in range(6)], latest.s())
     result = with_heartbeat(canvas, rig.monitor("chord6"), app=rig.app).apply_async()
-    last_header_finished = result.get(timeout=20)
+    last_header_finished = rig.get(result, 20)
     (ping,) = rig.rx.wait_for(1, name="chord6")
     time.sleep(SETTLE)
     successes, failures = rig.pings("chord6")
     assert (1, 0) == (len(successes), len(failures))
     assert ping.time >= last_header_finished
-    assert 6 == len(result.parent.get(timeout=5))
+    assert 6 == len(rig.get(result.parent, 5))
 
 
 def test_chord_whose_header_task_fails_pings_failure_once_and_no_success(rig: Rig) -> None:
@@ -115,7 +166,7 @@ def test_chain_pings_once_after_its_last_link_and_keeps_its_result(rig: Rig) -> 
     """A chain pings success once after its last link, and its result is still the last link's."""
     add = rig.tasks["add"]
     result = with_heartbeat(chain(add.s(1, 2), add.s(3), add.s(4)), rig.monitor("chain"), app=rig.app).delay()
-    assert 10 == result.get(timeout=15)
+    assert 10 == rig.get(result, 15)
     (ping,) = rig.rx.wait_for(1, name="chain")
     time.sleep(SETTLE)
     successes, failures = rig.pings("chain")
@@ -144,7 +195,7 @@ def test_nested_canvas_pings_success_once_at_its_very_end(rig: Rig) -> None:
         chain(add.si(2, 2), group(add.si(3, 3), add.si(4, 4))),
     )
     result = with_heartbeat(canvas, rig.monitor("nested"), app=rig.app).apply_async()
-    assert [6, 8] == result.get(timeout=20)
+    assert [6, 8] == rig.get(result, 20)
     rig.rx.wait_for(1, name="nested")
     time.sleep(SETTLE)
     assert (1, 0) == tuple(map(len, rig.pings("nested")))
@@ -164,7 +215,7 @@ def test_group_becomes_a_chord_onto_the_ping_and_still_returns_the_group_results
     """A group pings once after all its members, and `.get()` still returns their results in order."""
     add, boom = rig.tasks["add"], rig.tasks["boom"]
     result = with_heartbeat(group(add.si(i, i) for i in range(5)), rig.monitor("group"), app=rig.app).delay()
-    assert [0, 2, 4, 6, 8] == result.get(timeout=15)
+    assert [0, 2, 4, 6, 8] == rig.get(result, 15)
     rig.rx.wait_for(1, name="group")
     with_heartbeat(group(boom.si(), add.si(1, 1), boom.si()), rig.monitor("groupfail"), app=rig.app).delay()
     rig.rx.wait_for(1, name="groupfail", timeout=15)
@@ -179,7 +230,7 @@ def test_success_and_failure_pings_carry_the_canvas_root_id(rig: Rig) -> None:
     monitor = rig.monitor("runid")
     canvas = chain(heartbeat_signature(monitor, "start", app=rig.app), add.si(1, 2), add.s(3))
     result = with_heartbeat(canvas, monitor, app=rig.app).apply_async()
-    assert 6 == result.get(timeout=15)
+    assert 6 == rig.get(result, 15)
     start, success = rig.rx.wait_for(2, name="runid")
     root_id = result.parent.parent.id  # the chain's first task: the start ping
     assert ("/runid/start", "/runid") == (start.path, success.path)
@@ -194,7 +245,7 @@ def test_ping_links_pass_their_parents_result_on_unchanged(rig: Rig) -> None:
     end = chain(add.s(2, 2), heartbeat_signature(monitor, app=rig.app))
     body = chord([add.si(1, 1), add.si(2, 2)], heartbeat_signature(monitor, app=rig.app))
     results = [sig.apply_async() for sig in (middle, end, body)]
-    assert [7, 4, [2, 4]] == [result.get(timeout=15) for result in results]
+    assert [7, 4, [2, 4]] == [rig.get(result, 15) for result in results]
     rig.rx.wait_for(3, name="passon")
 
 
@@ -213,7 +264,7 @@ def test_with_heartbeat_start_pings_when_the_first_task_starts_with_the_finish_r
         for name, (canvas, _) in canvases.items()
     }
     for name, (_, expected) in canvases.items():
-        value = results[name].get(timeout=20)
+        value = rig.get(results[name], 20)
         if expected is not None:
             assert expected == value, name
         start, success = rig.rx.wait_for(2, name=name)
@@ -229,7 +280,7 @@ def test_with_heartbeat_start_keeps_the_canvas_data_flow(rig: Rig) -> None:
     applied = with_heartbeat(chain(add.s(3), add.s(4)), rig.monitor("startargs"), start=True, app=rig.app).delay(1)
     inner = with_heartbeat(chain(add.s(3), add.s(4)), rig.monitor("startouter"), start=True, app=rig.app)
     outer = chain(add.s(1, 1), inner).apply_async()
-    assert (8, 9) == (applied.get(timeout=15), outer.get(timeout=15))
+    assert (8, 9) == (rig.get(applied, 15), rig.get(outer, 15))
     for name in ("startargs", "startouter"):
         start, success = rig.rx.wait_for(2, name=name)
         assert (f"/{name}/start", f"/{name}", start.query["rid"]) == (start.path, success.path, success.query["rid"])
@@ -259,7 +310,7 @@ def test_signature_by_name_keeps_the_url_out_of_the_message_and_resolves_on_the_
     sig = heartbeat_signature("nightly", app=rig.app)
     assert PING_TASK == sig.task
     assert rig.rx.base_url not in json.dumps(dict(sig))
-    assert 2 == chain(rig.tasks["add"].si(1, 1), sig).delay().get(timeout=15)
+    assert 2 == rig.get(chain(rig.tasks["add"].si(1, 1), sig).delay(), 15)
     (ping,) = rig.rx.wait_for(1, name="nightly")
     assert "/nightly" == ping.path
 
@@ -271,7 +322,7 @@ def test_ping_task_holds_a_worker_slot_at_most_timeout_times_attempts(rig: Rig) 
     try:
         started = time.monotonic()
         result = heartbeat_signature(rig.rx.url("hang"), app=rig.app).delay()
-        result.get(timeout=10)
+        rig.get(result, 10)
         elapsed = time.monotonic() - started
     finally:
         celery_heartbeat.install(rig.app, urls=_urls(rig.rx))
