@@ -25,13 +25,19 @@ two start in alternating order; each scenario reports the median of ``--repeat``
 pairs and their spread. Then ``(e)``, sequentially: the tutorial's inline
 ``requests.get(url, timeout=5)`` in the task body against the 2 s endpoint.
 Then the hook: ``Hooks.on_prerun`` + ``Hooks.on_success`` timed directly, per
-call, on a really installed app. Usage::
+call, on a really installed app; and Celery's own tracer (what a worker runs for
+every task) with and without the library, whose difference, against the plain
+worker's CPU per task, gives the throughput the library leaves to a
+microsecond's precision: the pairs cannot resolve below a few percent here (the
+null pairs show by how much). Usage::
 
     python benchmarks/overhead.py                      # N=3000, 5 pairs, both pools
     python benchmarks/overhead.py --n 5000 --repeat 9 --pools prefork
     python benchmarks/overhead.py --library ../old-checkout   # another version of the library
+    python benchmarks/overhead.py --alone --n 12000 --repeat 6 --skip-inline   # quiet machine
 
 Targets: (b), (c), (d) at 0.97 of (a) or better; the hook under 20 us median.
+The pairs print their median; the tracer line says what the hot path costs.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ sys.path.insert(0, str(ROOT))
 
 import celery  # noqa: E402
 import redis  # noqa: E402
-from celery import Celery  # noqa: E402
+from celery import Celery, signals  # noqa: E402
+from celery.app.trace import build_tracer  # noqa: E402
 
 import celery_heartbeat  # noqa: E402
 from celery_heartbeat.testing import PingReceiver  # noqa: E402
@@ -337,6 +344,42 @@ def run_pair(bench: Bench, scenario: Scenario, pool: str, n: int, library_first:
             side.stop()
 
 
+def run_alone(bench: Bench, scenario: Scenario, pool: str, n: int) -> tuple[float, float]:
+    """One worker alone: its tasks per second and CPU ms per task from a tenth of its tasks done to nine tenths."""
+    side = Side(bench, scenario, pool, n)
+    try:
+        side.publish()
+        side.start()
+        deadline = time.monotonic() + 120 + n * 0.05
+        marks = []
+        for count in (n // 10, n - n // 10):
+            while side.done() < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{scenario.label}: {side.done()} of {n} tasks done in time")
+                time.sleep(0.005)
+            marks.append((time.monotonic(), side.cpu(), side.done()))
+    finally:
+        side.stop()
+    (t0, cpu0, done0), (t1, cpu1, done1) = marks
+    return (done1 - done0) / (t1 - t0), (cpu1 - cpu0) / (done1 - done0) * 1000
+
+
+def alone_pairs(bench: Bench, pool: str, n: int, repeat: int) -> dict[Scenario, list[Pair]]:
+    """--alone: every scenario's worker alone, round-robin (order reversed every other round); each
+    run's throughput against the median of the plain worker's runs. For a quiet machine: there,
+    long runs (--n 12000) read closer than pairs, which share the cores with each other."""
+    runs: dict[Scenario, list[tuple[float, float]]] = {s: [] for s in SCENARIOS}
+    for round_ in range(repeat):
+        for scenario in SCENARIOS if round_ % 2 == 0 else SCENARIOS[::-1]:
+            runs[scenario].append(run_alone(bench, scenario, pool, n))
+    plain_rate = statistics.median(rate for rate, _ in runs[NULL])
+    plain_cpu = statistics.median(cpu for _, cpu in runs[NULL])
+    return {
+        scenario: [Pair(rate / plain_rate, True, plain_cpu, cpu) for rate, cpu in measured]
+        for scenario, measured in runs.items()
+    }
+
+
 def inline_rate(bench: Bench, pool: str, n: int) -> tuple[float, float]:
     """Throughput of the tutorial's inline ping, and of the plain worker run just before it."""
     rates = []
@@ -361,7 +404,7 @@ def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = Fal
     (of on_success alone with `success_only`, the run having started untimed)."""
     app = Celery(f"hookbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
 
-    @app.task(name="bench.noop")
+    @app.task(name="bench.noop", shared=False)
     def noop() -> None:
         return None
 
@@ -389,6 +432,48 @@ def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = Fal
     return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
+class WorkerStandIn:
+    """What `worker_init` hands its receivers: something with the worker's app."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+
+def tracer_cost(calls: int, url: str, rounds: int = 3) -> tuple[float, float]:
+    """Median microseconds per task through Celery's own tracer (what a worker runs for each task)
+    without the library, then with it installed and started as a worker starts it: the per-task
+    cost on the worker's thread, Celery's signal dispatch included, measured to the microsecond
+    that the whole-worker pairs cannot resolve. Rounds alternate; the library is uninstalled
+    between them, since signal receivers are process-wide."""
+    plain: list[int] = []
+    library: list[int] = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for samples, install in ((plain, False), (library, True)):
+            app = Celery(f"tracerbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
+            app.conf.task_ignore_result = True
+
+            @app.task(name="bench.noop", shared=False)
+            def noop() -> None:
+                return None
+
+            hb = celery_heartbeat.install(app, urls={"bench.noop": url}) if install else None
+            if hb is not None:
+                signals.worker_init.send(sender=WorkerStandIn(app))  # as `celery worker` does
+            tracer = build_tracer("bench.noop", noop, app=app, eager=False, propagate=False)
+            ids = [str(uuid.uuid4()) for _ in range(calls)]
+            requests = [{"id": task_id, "task": "bench.noop", "delivery_info": {}, "hostname": "w"} for task_id in ids]
+            try:
+                for task_id, request in zip(ids, requests):
+                    started = clock()
+                    tracer(task_id, (), {}, request)
+                    samples.append(clock() - started)
+            finally:
+                if hb is not None:
+                    hb.uninstall()
+    return statistics.median(plain) / 1000, statistics.median(library) / 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=3000, help="tasks per worker and pair")
@@ -397,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--repeat", type=int, default=5, help="pairs per scenario; each reports its median")
     parser.add_argument("--hook-calls", type=int, default=50_000)
+    parser.add_argument("--alone", action="store_true", help="each worker alone, one after another (quiet machine)")
     parser.add_argument("--skip-inline", action="store_true", help="leave out scenario (e)")
     parser.add_argument("--library", type=Path, default=ROOT, help="a checkout whose celery_heartbeat to measure")
     args = parser.parse_args(argv)
@@ -421,12 +507,17 @@ def main(argv: list[str] | None = None) -> int:
             "refused": f"http://127.0.0.1:{free_port()}/bench",
         }
         bench = Bench(args.broker, urls, module_dir, args.library.resolve())
-        print(f"\n{'pool':8} {'beside the plain worker':42} {'pairs':>5} {'ratio':>6}  {'spread':>11}  CPU ms/task")
+        plain_cpu: dict[str, float] = {}
+        how, runs = ("alone, against the plain worker", "runs") if args.alone else ("beside the plain worker", "pairs")
+        print(f"\n{'pool':8} {how:42} {runs:>5} {'ratio':>6}  {'spread':>11}  CPU ms/task")
         for pool in [p.strip() for p in args.pools.split(",") if p.strip()]:
             pairs: dict[Scenario, list[Pair]] = {s: [] for s in SCENARIOS}
-            for round_ in range(args.repeat):  # round-robin: slow drifts touch every scenario alike
+            if args.alone:
+                pairs = alone_pairs(bench, pool, args.n, args.repeat)
+            for round_ in range(0 if args.alone else args.repeat):  # round-robin: drifts touch every scenario
                 for scenario in SCENARIOS:
                     pairs[scenario].append(run_pair(bench, scenario, pool, args.n, library_first=round_ % 2 == 1))
+            plain_cpu[pool] = statistics.median(m.cpu_plain_ms for measured in pairs.values() for m in measured)
             if not all(m.equal_share for measured in pairs.values() for m in measured):
                 print("(no cgroup could be made: each side's CPU share followed its number of threads)")
             for scenario, measured in pairs.items():
@@ -453,6 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Hooks.on_success alone, default settings:         median {success_us:5.2f} us")
     print(f"on_prerun + on_success, default settings:         median {default_med:5.2f} us, p99 {default_p99:5.2f} us")
     print(f"on_prerun + on_success, coalesce 0, dead endpoint: median {every_med:5.2f} us, p99 {every_p99:5.2f} us")
+    plain_us, library_us = tracer_cost(args.hook_calls // 5, dead)
+    added = library_us - plain_us
+    print(f"\nPer task through Celery's tracer: {plain_us:.2f} us without the library, {library_us:.2f} us with it")
+    print(f"(+{added:.2f} us on the task's thread: signal dispatch and hook). Against the plain worker's CPU per task")
+    print("measured above, the throughput it leaves, plain / (plain + added):")
+    for pool, cpu_ms in plain_cpu.items():
+        print(f"  {pool:8} {cpu_ms * 1000:7.0f} us per task -> {cpu_ms * 1000 / (cpu_ms * 1000 + added):.4f}")
     print(f"\n{pings} pings reached the endpoints; total time {time.monotonic() - started:.0f} s")
     return 0
 
