@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +22,11 @@ from celery_heartbeat.beat.liveness import ENTRY_NAME
 pytestmark = pytest.mark.slow
 
 APP = """
+import faulthandler
 import os
+import signal
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if beat will not stop
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hb_db_settings")
 import django
@@ -67,7 +72,14 @@ def run_beat_until(home: Path, env: dict[str, str], module: str, db: Path, expec
             time.sleep(0.1)
     finally:
         beat.terminate()
-        beat.wait(20)
+        try:
+            beat.wait(20)
+        except subprocess.TimeoutExpired:  # seen once in CI: say where it was stuck
+            beat.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            beat.kill()
+            beat.wait(10)
+            pytest.fail(f"beat did not exit within 20 s of SIGTERM; its log and stacks:\n{log.read_text()[-6000:]}")
     return log.read_text()
 
 
