@@ -57,6 +57,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,6 +345,14 @@ def run_pair(bench: Bench, scenario: Scenario, pool: str, n: int, library_first:
             side.stop()
 
 
+def wait_done(side: Side, count: int, deadline: float) -> None:
+    """Poll `side` until it has done `count` tasks; fail the benchmark at `deadline`."""
+    while side.done() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{side.scenario.label}: {side.done()} of {side.n} tasks done in time")
+        time.sleep(0.005)
+
+
 def run_alone(bench: Bench, scenario: Scenario, pool: str, n: int) -> tuple[float, float]:
     """One worker alone: its tasks per second and CPU ms per task from a tenth of its tasks done to nine tenths."""
     side = Side(bench, scenario, pool, n)
@@ -353,15 +362,21 @@ def run_alone(bench: Bench, scenario: Scenario, pool: str, n: int) -> tuple[floa
         deadline = time.monotonic() + 120 + n * 0.05
         marks = []
         for count in (n // 10, n - n // 10):
-            while side.done() < count:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{scenario.label}: {side.done()} of {n} tasks done in time")
-                time.sleep(0.005)
+            wait_done(side, count, deadline)
             marks.append((time.monotonic(), side.cpu(), side.done()))
     finally:
         side.stop()
     (t0, cpu0, done0), (t1, cpu1, done1) = marks
     return (done1 - done0) / (t1 - t0), (cpu1 - cpu0) / (done1 - done0) * 1000
+
+
+def side_by_side_pairs(bench: Bench, pool: str, n: int, repeat: int) -> dict[Scenario, list[Pair]]:
+    """The default: every scenario's worker beside a plain one, round-robin so drifts touch every scenario."""
+    pairs: dict[Scenario, list[Pair]] = {s: [] for s in SCENARIOS}
+    for round_ in range(repeat):
+        for scenario in SCENARIOS:
+            pairs[scenario].append(run_pair(bench, scenario, pool, n, library_first=round_ % 2 == 1))
+    return pairs
 
 
 def alone_pairs(bench: Bench, pool: str, n: int, repeat: int) -> dict[Scenario, list[Pair]]:
@@ -388,26 +403,29 @@ def inline_rate(bench: Bench, pool: str, n: int) -> tuple[float, float]:
         try:
             side.publish()
             side.start()
-            deadline = time.monotonic() + 60 + n * 2.5
-            while side.done() < n:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{scenario.label}: {side.done()} of {n} tasks done in time")
-                time.sleep(0.05)
+            wait_done(side, n, time.monotonic() + 60 + n * 2.5)
             rates.append(side.finished_rate())
         finally:
             side.stop()
     return rates[0], rates[1]
 
 
-def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = False) -> tuple[float, float]:
-    """Median and 99th percentile, in microseconds, of on_prerun + on_success for one run
-    (of on_success alone with `success_only`, the run having started untimed)."""
+def noop_app() -> tuple[Celery, Any]:
+    """An app of its own (memory broker, results ignored) with the benchmark's task, for in-process timings."""
     app = Celery(f"hookbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
+    app.conf.task_ignore_result = True
 
     @app.task(name="bench.noop", shared=False)
     def noop() -> None:
         return None
 
+    return app, noop
+
+
+def hook_cost(calls: int, coalesce: float, url: str, *, success_only: bool = False) -> tuple[float, float]:
+    """Median and 99th percentile, in microseconds, of on_prerun + on_success for one run
+    (of on_success alone with `success_only`, the run having started untimed)."""
+    app, noop = noop_app()
     hb = celery_heartbeat.install(app, urls={"bench.noop": url}, coalesce_seconds=coalesce)
     hooks = hb._hooks
     samples = []
@@ -450,13 +468,7 @@ def tracer_cost(calls: int, url: str, rounds: int = 3) -> tuple[float, float]:
     clock = time.perf_counter_ns
     for _ in range(rounds):
         for samples, install in ((plain, False), (library, True)):
-            app = Celery(f"tracerbench{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
-            app.conf.task_ignore_result = True
-
-            @app.task(name="bench.noop", shared=False)
-            def noop() -> None:
-                return None
-
+            app, noop = noop_app()
             hb = celery_heartbeat.install(app, urls={"bench.noop": url}) if install else None
             if hb is not None:
                 signals.worker_init.send(sender=WorkerStandIn(app))  # as `celery worker` does
@@ -511,12 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         how, runs = ("alone, against the plain worker", "runs") if args.alone else ("beside the plain worker", "pairs")
         print(f"\n{'pool':8} {how:42} {runs:>5} {'ratio':>6}  {'spread':>11}  CPU ms/task")
         for pool in [p.strip() for p in args.pools.split(",") if p.strip()]:
-            pairs: dict[Scenario, list[Pair]] = {s: [] for s in SCENARIOS}
-            if args.alone:
-                pairs = alone_pairs(bench, pool, args.n, args.repeat)
-            for round_ in range(0 if args.alone else args.repeat):  # round-robin: drifts touch every scenario
-                for scenario in SCENARIOS:
-                    pairs[scenario].append(run_pair(bench, scenario, pool, args.n, library_first=round_ % 2 == 1))
+            measure = alone_pairs if args.alone else side_by_side_pairs
+            pairs = measure(bench, pool, args.n, args.repeat)
             plain_cpu[pool] = statistics.median(m.cpu_plain_ms for measured in pairs.values() for m in measured)
             if not all(m.equal_share for measured in pairs.values() for m in measured):
                 print("(no cgroup could be made: each side's CPU share followed its number of threads)")
@@ -551,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     print("measured above, the throughput it leaves, plain / (plain + added):")
     for pool, cpu_ms in plain_cpu.items():
         print(f"  {pool:8} {cpu_ms * 1000:7.0f} us per task -> {cpu_ms * 1000 / (cpu_ms * 1000 + added):.4f}")
+    if "prefork" in plain_cpu:
+        print("(prefork: plus the hand-over, a few us a run, measured by benchmarks/handover.py)")
     print(f"\n{pings} pings reached the endpoints; total time {time.monotonic() - started:.0f} s")
     return 0
 
