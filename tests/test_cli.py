@@ -120,13 +120,16 @@ def test_check_lists_monitors_redacted_and_strict_fails_only_when_a_periodic_tas
 
 
 def test_ping_sends_one_real_ping_now_and_exits_1_when_it_fails(project: Project) -> None:
-    """`ping` sends one real ping (name, URL, --start), prints status and time, and exits 1 on failure."""
+    """`ping` sends one real ping (name, URL, --start, --fail), prints status and time, and exits 1 on failure."""
     started = project.celery("ping", "nightly", "--start")
     assert 0 == started.returncode, started.stderr
     assert started.stdout.startswith(f"start ping to {project.rx.base_url}/nigh…/star…: HTTP 200 in ")
+    failed = project.celery("ping", "nightly", "--fail")
+    assert 0 == failed.returncode, failed.stderr
     by_url = project.celery("ping", project.rx.url(f"adhoc-{SECRET}"))
     assert 0 == by_url.returncode, by_url.stderr
-    assert [f"/nightly-{SECRET}/start", f"/adhoc-{SECRET}"] == [p.path for p in project.rx.pings]
+    paths = [p.path for p in project.rx.pings]
+    assert [f"/nightly-{SECRET}/start", f"/nightly-{SECRET}/fail", f"/adhoc-{SECRET}"] == paths
 
     broken = project.celery("ping", "broken")
     assert (1, "") == (broken.returncode, broken.stdout)
@@ -134,7 +137,7 @@ def test_ping_sends_one_real_ping_now_and_exits_1_when_it_fails(project: Project
     unknown = project.celery("ping", "no-such-monitor")
     assert 1 == unknown.returncode
     assert "no monitor for no-such-monitor" in unknown.stderr
-    assert 3 == len(project.rx.pings)  # the unknown name sent nothing
+    assert 4 == len(project.rx.pings)  # the unknown name sent nothing
 
 
 def test_health_exits_0_when_workers_answer_and_1_when_not(project: Project, unique_name: str) -> None:

@@ -91,6 +91,10 @@ def _define_tasks(app: Celery, rx: PingReceiver) -> dict[str, Any]:
     @app.task(name="proj.reports.monthly", heartbeat=rx.url("monthly-option"))
     def monthly() -> None: ...
 
+    @app.task(name="proj.echo")
+    def echo(secret: str) -> str:
+        return f"{secret}-result"
+
     @app.task(name="proj.broken")
     def broken(secret: str) -> None:
         raise KeyError(secret)
@@ -122,6 +126,7 @@ def _define_tasks(app: Celery, rx: PingReceiver) -> dict[str, Any]:
         "daily": daily,
         "weekly": weekly,
         "monthly": monthly,
+        "echo": echo,
         "broken": broken,
         "flaky": flaky,
         "doomed": doomed,
@@ -170,6 +175,16 @@ def test_mapped_success_sends_exactly_one_success_ping(story: Story) -> None:
     assert 7 == story.run("mapped")
     story.settle(hb)
     assert ["GET /mapped"] == targets(story.rx.pings)
+
+
+def test_success_ping_carries_neither_the_arguments_nor_the_result(story: Story) -> None:
+    """A task's arguments and return value never reach the monitor: the success ping is the bare URL."""
+    hb = story.install({"proj.echo": {"url": story.rx.url("echo"), "provider": "healthchecks"}})
+    assert "s3cr3t-argument-result" == story.run("echo", "s3cr3t-argument")
+    story.settle(hb)
+    (ping,) = story.rx.pings
+    assert ("GET", "/echo", b"") == (ping.method, ping.path, ping.body)
+    assert "s3cr3t" not in ping.target
 
 
 def test_glob_option_and_exact_precedence_through_a_worker(story: Story) -> None:

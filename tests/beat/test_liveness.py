@@ -68,8 +68,8 @@ def test_install_beat_liveness_validates_its_arguments(make_app: Callable[..., C
 def test_install_beat_liveness_accepts_a_heartbeat_urls_name(make_app: Callable[..., Celery]) -> None:
     """A name from heartbeat_urls works as the URL (as for the canvas helpers); an unknown name is an error."""
     app = make_app(heartbeat_urls={"beat-alive": "https://hc-ping.com/beat-uuid"})
-    install_beat_liveness(app, "beat-alive", every=10)
-    assert ENTRY_NAME in app.conf.beat_schedule
+    install_beat_liveness(app, "beat-alive")
+    assert dt.timedelta(seconds=60) == app.conf.beat_schedule[ENTRY_NAME]["schedule"]  # the default period
     with pytest.raises(ConfigurationError) as info:
         install_beat_liveness(make_app(), "no-such-monitor")
     assert ("heartbeat_beat_url", "no-such-monitor") == (info.value.key, info.value.value)

@@ -28,6 +28,7 @@ def test_defaults_match_the_contract(make_app: Callable[..., Celery]) -> None:
         s.beat_url,
         s.beat_every,
     )
+    assert ({}, None, None) == (dict(s.urls), s.probe_dir, s.probe_port)
 
 
 def test_settings_are_read_from_app_conf_and_keywords_override(make_app: Callable[..., Celery]) -> None:
