@@ -1,7 +1,7 @@
 """The whole story on a real `celery worker --pool=prefork` subprocess, over Redis and over RabbitMQ.
 
 Success and failure pings come from the pool's children; a hard time limit's
-failure and a terminated revoke's failure come from the parent process, where
+failure, a lost pool process's and a terminated revoke's come from the parent process, where
 Celery fires task_failure / task_revoked without a task request.
 """
 
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 APP_MODULE = """
 import os
+import signal
 import time
 
 from celery import Celery
@@ -38,6 +39,7 @@ app.conf.heartbeat_urls = {
     "story.fail": {"url": rx + "/fail", "provider": "healthchecks"},
     "story.slow": {"url": rx + "/slow", "provider": "healthchecks"},
     "story.long": {"url": rx + "/long", "provider": "healthchecks", "start": True},
+    "story.lost": {"url": rx + "/lost", "provider": "healthchecks"},
     "story.typo_in_name": rx + "/typo",
     "story.sentinel": rx + "/sentinel",
 }
@@ -66,6 +68,11 @@ def slow():
 @app.task(name="story.long")
 def long():
     time.sleep(30)
+
+
+@app.task(name="story.lost")
+def lost():
+    os.kill(os.getpid(), signal.SIGKILL)  # the pool process dies under its task
 
 
 celery_heartbeat.install(app, coalesce_seconds=0, timeout=2)
@@ -135,6 +142,18 @@ def test_hard_time_limit_sends_one_failure_ping_from_the_parent(
     assert ("/slow/fail", b"TimeLimitExceeded", task_id) == (failure.path, failure.body, failure.query["rid"])
     barrier(client, heartbeat_receiver)
     assert 1 == len(heartbeat_receiver.pings_for("slow"))
+
+
+def test_a_lost_pool_process_is_one_failure_ping_from_the_parent(
+    prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver
+) -> None:
+    """A pool process killed under its task (OOM killer, segfault) gets exactly one failure ping for that run."""
+    client, _log = prefork_worker
+    task_id = client.send_task("story.lost").id
+    (failure,) = heartbeat_receiver.wait_for(1, name="lost", timeout=20)
+    assert ("/lost/fail", b"WorkerLostError", task_id) == (failure.path, failure.body, failure.query["rid"])
+    barrier(client, heartbeat_receiver)
+    assert 1 == len(heartbeat_receiver.pings_for("lost"))
 
 
 def test_terminated_revoke_is_a_failure(prefork_worker: tuple[Celery, Path], heartbeat_receiver: PingReceiver) -> None:
