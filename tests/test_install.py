@@ -93,6 +93,7 @@ def test_install_through_a_proxy_pings_like_the_app(make_app: Callable[..., Cele
     assert hb.flush(10)
     assert ["/report"] == [p.path for p in receiver.wait_for(1, name="report")]
     assert hb is installed(app)
+    assert isinstance(hb, celery_heartbeat.Heartbeat)  # the public handle type
 
 
 def test_install_current_app_pings(make_app: Callable[..., Celery], receiver: PingReceiver) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import socket
@@ -188,6 +189,13 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.mark.slow
+def test_both_checks_give_the_broker_three_seconds_by_default() -> None:
+    """The documented default timeout of both probes (CONTRACT §6), which their callers rely on."""
+    checks = (check_workers, check_queue)
+    defaults = {check.__name__: inspect.signature(check).parameters["timeout"].default for check in checks}
+    assert {"check_workers": 3.0, "check_queue": 3.0} == defaults
+
+
 def test_one_live_worker_is_ok(fleet: Fleet) -> None:
     """A single live worker answers the ping: ok, 200, and with details its host name."""
     report = check_workers(fleet.solo_app(), details=True, cache_seconds=0)
