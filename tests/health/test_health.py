@@ -188,7 +188,6 @@ def silent_port() -> Iterator[int]:
 # -- workers -------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_both_checks_give_the_broker_three_seconds_by_default() -> None:
     """The documented default timeout of both probes (CONTRACT §6), which their callers rely on."""
     checks = (check_workers, check_queue)
@@ -196,6 +195,7 @@ def test_both_checks_give_the_broker_three_seconds_by_default() -> None:
     assert {"check_workers": 3.0, "check_queue": 3.0} == defaults
 
 
+@pytest.mark.slow
 def test_one_live_worker_is_ok(fleet: Fleet) -> None:
     """A single live worker answers the ping: ok, 200, and with details its host name."""
     report = check_workers(fleet.solo_app(), details=True, cache_seconds=0)
